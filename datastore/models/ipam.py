@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Self, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -84,11 +84,11 @@ class IPAMValue(BaseModel):
     _KEEP_NULL: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Any:
+    def from_dict(cls, d: dict[str, Any]) -> Self:
         return cls.model_validate(d)
 
     @classmethod
-    def from_json(cls, raw: Union[str, bytes]) -> Any:
+    def from_json(cls, raw: Union[str, bytes]) -> Self:
         return cls.model_validate_json(raw)
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,7 +182,7 @@ class AllocationBlock(IPAMValue):
         affinity: Optional[str] = None,
         claim_time: Optional[str] = None,
         sequence_number: Optional[int] = None,
-    ) -> "AllocationBlock":
+    ) -> Self:
         """An empty block: every ordinal free, in order."""
         net = ipaddress.ip_network(cidr, strict=True)
         n = net.num_addresses
@@ -227,7 +227,7 @@ class BlockAffinity(IPAMValue):
     deleted: bool = False
 
     @classmethod
-    def from_json(cls, raw: Union[str, bytes]) -> "BlockAffinity":
+    def from_json(cls, raw: Union[str, bytes]) -> Self:
         """Old upstream versions stored an empty value: that means confirmed."""
         if not raw or not raw.strip():
             return cls()
@@ -277,7 +277,7 @@ class IPAMConfigValue(IPAMValue):
         )
 
     @classmethod
-    def from_spec(cls, spec: IPAMConfigurationSpec) -> "IPAMConfigValue":
+    def from_spec(cls, spec: IPAMConfigurationSpec) -> Self:
         return cls(
             strict_affinity=spec.strict_affinity,
             auto_allocate_blocks=spec.auto_allocate_blocks,
