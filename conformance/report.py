@@ -37,14 +37,18 @@ def render(results: list[RuleResult], versions: list[str], drivers: list[str], e
     details = [r for r in results if r.status in (*FAILING, XFAIL, XPASS)]
     if details:
         lines.append("")
-        lines.append("Details:")
+        lines.append("Details (first message per rule and driver):")
+        groups: dict[tuple[str, str, str], list[RuleResult]] = {}
         for r in details:
-            head = f"  [{r.status}] {r.rule} ({r.driver}, cniVersion {r.version})"
-            if r.status in (XFAIL, XPASS):
-                head += f" - expected unimplemented: {r.expected_reason}"
+            groups.setdefault((r.rule, r.driver, r.status), []).append(r)
+        for (rule, driver, status), group in groups.items():
+            first = group[0]
+            head = f"  [{status}] {rule} ({driver}; cniVersion {', '.join(r.version for r in group)})"
+            if status in (XFAIL, XPASS):
+                head += f" - expected unimplemented: {first.expected_reason}"
             lines.append(head)
-            if r.message and r.status != XPASS:
-                lines.append(f"      {r.message}")
+            if first.message and status != XPASS:
+                lines.append(f"      {first.message}")
     noted = [r for r in results if r.notes]
     if noted:
         lines.append("")

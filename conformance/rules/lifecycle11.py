@@ -24,9 +24,10 @@ def status(ctx: Context) -> None:
 @rule(
     "gc",
     "§2 GC; §3 Garbage-collecting a network",
-    "GC with cni.dev/valid-attachments=[A] succeeds silently and leaves A intact (CHECK passes); "
-    "DEL of A and of the stale B still succeed. cnitool: libcni GC (DEL of cached attachments, "
-    "then GC without a list) succeeds and removes them. Runs under a unique network name",
+    "exec: with A live and B's netns gone without DEL, GC with cni.dev/valid-attachments=[A] "
+    "succeeds silently, leaves A intact (CHECK passes) and releases B (ADD of B's container ID and "
+    "ifname succeeds again). cnitool: libcni GC (DEL of cached attachments, then GC without a "
+    "list) succeeds and removes them. Runs under a unique network name",
     min_version="1.1.0",
 )
 def gc(ctx: Context) -> None:
@@ -41,11 +42,16 @@ def gc(ctx: Context) -> None:
         return
     b = ctx.attachment(runtime=rt)
     ctx.add(b, runtime=rt, what="ADD of B")
+    b.netns.delete()  # B's container is gone without a DEL: GC is what cleans up after it
     out = rt.gc([a])
     expect_ok(ctx, out, "GC with valid-attachments=[A]")
     for call in out.calls:
         ctx.expect(not call.stdout.strip(), f"GC printed output on success: {call.describe()}")
     verify_in_netns(ctx, a, out_a.result, what="A after GC")
     expect_ok(ctx, rt.check(a), "CHECK of A after GC")
+    # GC released B's resources (IPAM reservations included: GC must reach delegated plugins),
+    # so the same (container ID, ifname) can be ADDed again.
+    b_again = rt.attachment(ctx.netns(), b.ifname, container_id=b.container_id)
+    ctx.add(b_again, runtime=rt, what="ADD of B's (container ID, ifname) after GC released it")
     expect_ok(ctx, ctx.delete(a, runtime=rt), "DEL of A after GC")
-    expect_ok(ctx, ctx.delete(b, runtime=rt), "DEL of the stale B after GC")
+    expect_ok(ctx, ctx.delete(b_again, runtime=rt), "DEL of B after GC")
