@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chain-conf", default=None, help="JSON object used as the chained plugin (overrides --chain-plugin)")
     p.add_argument("--cni-args", default=None, help="CNI_ARGS for every attachment (K=V;K2=V2)")
     p.add_argument("--cap-args", default=None, help="capability args as JSON (runtimeConfig / cnitool CAP_ARGS)")
+    p.add_argument("--netns-prefix", default="cnf", help="prefix of the namespaces the suite creates")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per plugin/cnitool execution")
     p.add_argument("--report-json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--list-rules", action="store_true", help="print the rules and their spec sections, then exit")
@@ -124,6 +125,6 @@ def _suite_from_args(args: argparse.Namespace) -> Suite:
         raise ValueError("--cap-args must be a JSON object")
     options = SuiteOptions(
         cni_path=cni_path, chain_plugin=chain, cni_args=args.cni_args,
-        capability_args=cap_args, timeout=args.timeout,
+        capability_args=cap_args, timeout=args.timeout, netns_prefix=args.netns_prefix,
     )
     return Suite(conf, options, versions, drivers, cnitool, expectations, rule_names)

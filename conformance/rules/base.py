@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from conformance.netns import Netns
+from conformance.netns import Netns, unique_name
 from conformance.runtime import ATTACHMENT_NETNS, Attachment, ExecRuntime, Outcome, Runtime
 from conformance.spec import at_least
 
@@ -26,6 +26,7 @@ class SuiteOptions:
     cni_args: str | None = None
     capability_args: dict[str, Any] | None = None
     timeout: float = 60.0
+    netns_prefix: str = "cnf"
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class Context:
 
     # -- resources ---------------------------------------------------------------------------
     def netns(self) -> Netns:
-        ns = Netns.create()
+        ns = Netns.create(unique_name(self.options.netns_prefix))
         self._namespaces.append(ns)
         return ns
 
