@@ -1,0 +1,166 @@
+"""Datastore keys and their etcd v3 paths (upstream Calico's layout).
+
+Resources: ``/calico/resources/v3/projectcalico.org/<plural>/[<namespace>/]<name>``
+IPAM:      ``/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26``
+           ``/calico/ipam/v2/host/<node>/ipv4/block/10.0.0.0-26``
+           ``/calico/ipam/v2/handle/<handle id>``
+           ``/calico/ipam/v2/config``
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Union
+
+from datastore.kinds import kind_info, KINDS
+
+RESOURCE_ROOT = "/calico/resources/v3/projectcalico.org/"
+IPAM_ROOT = "/calico/ipam/v2/"
+
+
+def _cidr_segment(cidr: str) -> str:
+    return cidr.replace("/", "-")
+
+
+def _segment_cidr(segment: str) -> str:
+    address, _, prefix = segment.rpartition("-")
+    return f"{address}/{prefix}"
+
+
+def _ip_version(cidr: str) -> int:
+    return ipaddress.ip_network(cidr, strict=False).version
+
+
+@dataclass(frozen=True)
+class ResourceKey:
+    kind: str
+    name: str
+    namespace: str | None = None
+
+    def __post_init__(self) -> None:
+        info = kind_info(self.kind)
+        object.__setattr__(self, "kind", info.name)
+        if info.namespaced and not self.namespace:
+            raise ValueError(f"{info.name} is namespaced: a namespace is required")
+        if not info.namespaced and self.namespace:
+            object.__setattr__(self, "namespace", None)
+
+    @property
+    def path(self) -> str:
+        info = kind_info(self.kind)
+        ns = f"{self.namespace}/" if info.namespaced else ""
+        return f"{RESOURCE_ROOT}{info.plural}/{ns}{self.name}"
+
+    def __str__(self) -> str:
+        ns = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind}({ns}{self.name})"
+
+
+@dataclass(frozen=True)
+class BlockKey:
+    cidr: str
+
+    @property
+    def path(self) -> str:
+        return f"{IPAM_ROOT}assignment/ipv{_ip_version(self.cidr)}/block/{_cidr_segment(self.cidr)}"
+
+    def __str__(self) -> str:
+        return f"Block({self.cidr})"
+
+
+@dataclass(frozen=True)
+class BlockAffinityKey:
+    host: str
+    cidr: str
+
+    @property
+    def path(self) -> str:
+        return (
+            f"{IPAM_ROOT}host/{self.host}/ipv{_ip_version(self.cidr)}/block/"
+            f"{_cidr_segment(self.cidr)}"
+        )
+
+    def __str__(self) -> str:
+        return f"BlockAffinity({self.host}, {self.cidr})"
+
+
+@dataclass(frozen=True)
+class HandleKey:
+    handle_id: str
+
+    @property
+    def path(self) -> str:
+        return f"{IPAM_ROOT}handle/{self.handle_id}"
+
+    def __str__(self) -> str:
+        return f"IPAMHandle({self.handle_id})"
+
+
+@dataclass(frozen=True)
+class IPAMConfigKey:
+    @property
+    def path(self) -> str:
+        return f"{IPAM_ROOT}config"
+
+    def __str__(self) -> str:
+        return "IPAMConfig"
+
+
+Key = Union[ResourceKey, BlockKey, BlockAffinityKey, HandleKey, IPAMConfigKey]
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    """What to list: a kind of resource (optionally one namespace, optionally a
+    name prefix), or one of the IPAM collections."""
+
+    kind: str  # a resource kind, or "Block", "BlockAffinity", "IPAMHandle"
+    namespace: str | None = None
+    name_prefix: str = ""
+    host: str | None = None  # BlockAffinity only: one host's affinities
+    ip_version: int | None = None  # Block / BlockAffinity only
+
+    @property
+    def prefix(self) -> str:
+        if self.kind == "Block":
+            version = f"ipv{self.ip_version}/" if self.ip_version else ""
+            return f"{IPAM_ROOT}assignment/{version}"
+        if self.kind == "BlockAffinity":
+            if self.host is None:
+                return f"{IPAM_ROOT}host/"
+            version = f"ipv{self.ip_version}/" if self.ip_version else ""
+            return f"{IPAM_ROOT}host/{self.host}/{version}"
+        if self.kind == "IPAMHandle":
+            return f"{IPAM_ROOT}handle/{self.name_prefix}"
+        info = kind_info(self.kind)
+        if info.namespaced and self.namespace:
+            return f"{RESOURCE_ROOT}{info.plural}/{self.namespace}/{self.name_prefix}"
+        return f"{RESOURCE_ROOT}{info.plural}/{self.name_prefix if not info.namespaced else ''}"
+
+
+_PLURALS = {k.plural: k for k in KINDS.values()}
+
+
+def key_from_path(path: str) -> Key | None:
+    """Parse an etcd path back into a key; ``None`` for paths we do not own."""
+    if path.startswith(RESOURCE_ROOT):
+        parts = path[len(RESOURCE_ROOT):].split("/")
+        info = _PLURALS.get(parts[0])
+        if info is None:
+            return None
+        if info.namespaced and len(parts) == 3:
+            return ResourceKey(info.name, parts[2], parts[1])
+        if not info.namespaced and len(parts) == 2:
+            return ResourceKey(info.name, parts[1])
+        return None
+    if path.startswith(IPAM_ROOT):
+        parts = path[len(IPAM_ROOT):].split("/")
+        if parts[0] == "assignment" and len(parts) == 4 and parts[2] == "block":
+            return BlockKey(_segment_cidr(parts[3]))
+        if parts[0] == "host" and len(parts) == 5 and parts[3] == "block":
+            return BlockAffinityKey(parts[1], _segment_cidr(parts[4]))
+        if parts[0] == "handle" and len(parts) == 2:
+            return HandleKey(parts[1])
+        if parts == ["config"]:
+            return IPAMConfigKey()
+    return None
