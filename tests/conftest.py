@@ -42,3 +42,11 @@ def _wipe(backend) -> None:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def cni_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """CNI_PATH with our plugins and the reference plugins (see build-go-peers)."""
+    from tests.support.cni_exec import make_cni_path
+
+    return make_cni_path(str(tmp_path_factory.mktemp("cni-bin")))

@@ -1,0 +1,32 @@
+"""Logging as upstream's CNI plugin does it: stderr plus ``log_file_path``.
+
+Never stdout: stdout carries only the CNI result.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "warn": logging.WARNING, "error": logging.ERROR}
+
+
+def setup_logging(level: str, log_file_path: str | None, tag: str) -> None:
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(_LEVELS.get(level.lower(), logging.INFO))
+    fmt = logging.Formatter(
+        f"%(asctime)s [%(levelname)s][{os.getpid()}] {tag} %(name)s: %(message)s"
+    )
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(fmt)
+    root.addHandler(stderr)
+    if log_file_path:
+        try:
+            os.makedirs(os.path.dirname(log_file_path) or ".", exist_ok=True)
+            handler = logging.FileHandler(log_file_path)
+            handler.setFormatter(fmt)
+            root.addHandler(handler)
+        except OSError as exc:
+            logging.getLogger(__name__).warning("cannot log to %s: %s", log_file_path, exc)
