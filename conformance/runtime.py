@@ -14,7 +14,7 @@ from typing import Any
 from conformance import invoke
 from conformance.invoke import Call
 from conformance.netconf import NetworkConfig
-from conformance.netns import Netns
+from conformance.netns import Netns, unique_name
 from conformance.spec import GC_VALID_ATTACHMENTS_KEY, supports_check, supports_gc_status
 
 
@@ -115,8 +115,6 @@ class ExecRuntime(Runtime):
         return ExecRuntime(conf, self.cni_path, **self._kwargs)
 
     def attachment(self, netns: Netns, ifname: str = "eth0", container_id: str | None = None) -> Attachment:
-        from conformance.netns import unique_name
-
         return Attachment(container_id or unique_name("cnf"), ifname, netns)
 
     # -- plumbing ----------------------------------------------------------------------------

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 from conformance.results import container_addresses
-from conformance.rules.base import Context, rule
+from conformance.rules.base import Context, RuleNotApplicable, rule
 from conformance.rules.checks import expect_failed, expect_ok
+
+
+def _require_check(ctx: Context) -> None:
+    if ctx.runtime.conf.disable_check:
+        raise RuleNotApplicable("the configuration sets disableCheck")
 
 
 @rule(
@@ -13,6 +18,7 @@ from conformance.rules.checks import expect_failed, expect_ok
     min_version="0.4.0",
 )
 def check_after_add(ctx: Context) -> None:
+    _require_check(ctx)
     att = ctx.attachment()
     ctx.add(att)
     expect_ok(ctx, ctx.runtime.check(att), "CHECK after ADD")
@@ -25,6 +31,7 @@ def check_after_add(ctx: Context) -> None:
     min_version="0.4.0",
 )
 def check_detects_tamper(ctx: Context) -> None:
+    _require_check(ctx)
     att = ctx.attachment()
     out = ctx.add(att)
     assert out.result is not None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import secrets
 
-from conformance.rules.base import Context, rule
+from conformance.rules.base import Context, RuleNotApplicable, rule
 from conformance.rules.checks import expect_interface_gone, expect_ok, verify_in_netns
 
 
@@ -31,6 +31,8 @@ def status(ctx: Context) -> None:
     min_version="1.1.0",
 )
 def gc(ctx: Context) -> None:
+    if ctx.runtime.conf.disable_gc:
+        raise RuleNotApplicable("the configuration sets disableGC")
     rt = ctx.runtime.with_conf(ctx.runtime.conf.renamed(f"cnf-gc-{secrets.token_hex(4)}"))
     a = ctx.attachment(runtime=rt)
     out_a = ctx.add(a, runtime=rt, what="ADD of A")
