@@ -1,0 +1,72 @@
+"""Delegate to the IPAM plugin named in the netconf, through CNI_PATH.
+
+The IPAM plugin gets the same stdin and environment, with ``IgnoreUnknown=1``
+prepended to CNI_ARGS (as upstream does) and CNI_COMMAND set per call.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Any
+
+from cni.errors import IPAM_ERROR, INVALID_NETWORK_CONFIG, CNIError
+from cni.skel import CmdArgs
+
+IPAM_TIMEOUT = 120.0  # seconds; calico-ipam bounds its own datastore retries well below this
+
+
+def find_plugin(name: str, path: list[str]) -> str:
+    if not name or "/" in name:
+        raise CNIError(INVALID_NETWORK_CONFIG, f"invalid IPAM plugin type {name!r}")
+    for directory in path:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise CNIError(
+        INVALID_NETWORK_CONFIG,
+        f"failed to find IPAM plugin {name!r} in path {':'.join(path)}",
+    )
+
+
+def exec_ipam(args: CmdArgs, ipam_type: str, command: str, stdin: bytes | None = None) -> dict[str, Any] | None:
+    plugin = find_plugin(ipam_type, args.path)
+    env = dict(os.environ)
+    env.update(
+        CNI_COMMAND=command,
+        CNI_CONTAINERID=args.container_id,
+        CNI_NETNS=args.netns,
+        CNI_IFNAME=args.ifname,
+        CNI_PATH=":".join(args.path),
+        CNI_ARGS=("IgnoreUnknown=1;" + args.args) if args.args else "IgnoreUnknown=1",
+    )
+    try:
+        proc = subprocess.run(
+            [plugin],
+            input=args.stdin if stdin is None else stdin,
+            env=env,
+            capture_output=True,
+            timeout=IPAM_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise CNIError(IPAM_ERROR, f"IPAM plugin {ipam_type} timed out after {IPAM_TIMEOUT:.0f}s") from None
+    except OSError as exc:
+        raise CNIError(IPAM_ERROR, f"failed to exec IPAM plugin {ipam_type}", str(exc)) from None
+    out = proc.stdout.decode(errors="replace").strip()
+    if proc.returncode != 0:
+        try:
+            err = json.loads(out)
+            raise CNIError(int(err.get("code", IPAM_ERROR)), str(err.get("msg", "IPAM failed")), str(err.get("details", "")))
+        except (ValueError, AttributeError, TypeError):
+            raise CNIError(
+                IPAM_ERROR,
+                f"IPAM plugin {ipam_type} {command} failed (exit {proc.returncode})",
+                out or proc.stderr.decode(errors="replace")[-500:],
+            ) from None
+    if not out:
+        return None
+    try:
+        result = json.loads(out)
+    except ValueError:
+        raise CNIError(IPAM_ERROR, f"IPAM plugin {ipam_type} returned invalid JSON", out[:500]) from None
+    return result if isinstance(result, dict) else None

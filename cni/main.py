@@ -1,0 +1,36 @@
+"""``calico`` executable: one bundle, dispatched on argv[0] as upstream ships it.
+
+Only the stdlib is imported before the command is known, so VERSION is fast.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    if os.path.basename(sys.argv[0]) == "calico-ipam":
+        from ipam.main import main as ipam_main
+
+        ipam_main()
+        return
+    from cni.skel import run
+
+    handlers = _lazy_handlers()
+    sys.exit(run(handlers, "calico"))
+
+
+def _lazy_handlers():  # type: ignore[no-untyped-def]
+    def handler(name: str):  # type: ignore[no-untyped-def]
+        def call(args):  # type: ignore[no-untyped-def]
+            from cni.plugin import HANDLERS
+
+            return HANDLERS[name](args)
+
+        return call
+
+    return {name: handler(name) for name in ("ADD", "DEL", "CHECK", "STATUS", "GC")}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Workload identity and the names upstream Calico derives from it."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+HOST_IFACE_PREFIX = "cali"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Who the attachment is for: a Kubernetes pod, or a plain CNI container."""
+
+    node: str
+    orchestrator: str  # "k8s" or "cni"
+    namespace: str
+    pod: str  # pod name (k8s) or "" (cni)
+    container_id: str
+    ifname: str
+
+    @classmethod
+    def from_args(cls, node: str, container_id: str, ifname: str, cni_args: dict[str, str]) -> "Workload":
+        namespace = cni_args.get("K8S_POD_NAMESPACE", "")
+        pod = cni_args.get("K8S_POD_NAME", "")
+        if namespace and pod:
+            return cls(node, "k8s", namespace, pod, container_id, ifname)
+        return cls(node, "cni", "default", "", container_id, ifname)
+
+    @property
+    def workload_id(self) -> str:
+        return self.pod if self.orchestrator == "k8s" else self.container_id
+
+    @property
+    def endpoint_name(self) -> str:
+        """WorkloadEndpoint name: segments joined by '-', each '-' inside a
+        segment doubled (``node--1-k8s-my--pod-eth0``)."""
+        segments = [self.node, self.orchestrator, self.workload_id, self.ifname]
+        return "-".join(s.replace("-", "--") for s in segments)
+
+    @property
+    def host_ifname(self) -> str:
+        """Host-side veth: ``cali`` + 11 hex of SHA-1("<namespace>.<pod>") for
+        pods, ``cali`` + the container ID's first 11 characters otherwise.
+        A second interface of the same workload gets its own hash."""
+        if self.orchestrator == "k8s":
+            seed = f"{self.namespace}.{self.pod}"
+            if self.ifname != "eth0":
+                seed += f".{self.ifname}"
+            return HOST_IFACE_PREFIX + hashlib.sha1(seed.encode()).hexdigest()[:11]
+        if self.ifname != "eth0":
+            digest = hashlib.sha1(f"{self.container_id}.{self.ifname}".encode()).hexdigest()
+            return HOST_IFACE_PREFIX + digest[:11]
+        return HOST_IFACE_PREFIX + self.container_id[:11]
+
+    @property
+    def handle_id_suffix(self) -> str:
+        return self.container_id
