@@ -22,6 +22,8 @@ def setup_logging(level: str, log_file_path: str | None, tag: str) -> None:
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(fmt)
     root.addHandler(stderr)
+    for noisy in ("pyroute2", "asyncio", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if log_file_path:
         try:
             os.makedirs(os.path.dirname(log_file_path) or ".", exist_ok=True)
