@@ -1,14 +1,32 @@
-"""calico-ipam entry point (placeholder until the IPAM issue lands)."""
+"""calico-ipam entry point.
+
+Only :mod:`cni.skel` (stdlib) is imported up front: VERSION never loads
+pydantic or the datastore client; each verb imports what it needs.
+"""
 from __future__ import annotations
 
 import sys
+from typing import Any
+
+
+def _handler(command: str):  # type: ignore[no-untyped-def]
+    def run(args: Any) -> Any:
+        from ipam.plugin import HANDLERS
+
+        return HANDLERS[command](args)
+
+    return run
 
 
 def main() -> None:
-    from cni.errors import CNIError
     from cni.skel import run
 
-    def not_implemented(args):  # type: ignore[no-untyped-def]
-        raise CNIError(2, "calico-ipam is not implemented yet")
+    if sys.argv[1:] in (["-v"], ["--version"]):
+        print("pycalico calico-ipam 0.1.0")
+        sys.exit(0)
+    about = "Calico CNI IPAM plugin (pycalico)"
+    sys.exit(run({c: _handler(c) for c in ("ADD", "DEL", "CHECK", "STATUS", "GC")}, about))
 
-    sys.exit(run({c: not_implemented for c in ("ADD", "DEL", "CHECK", "STATUS", "GC")}, "calico-ipam"))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Handle reference counts: ``{"block": {"<cidr>": n}}`` per handle id.
+
+The allocator increments a handle *before* it writes the block, so a crash
+in between leaves a handle that over-counts (found by the checker, freed by
+DEL or GC) and never an allocation that no handle knows about.
+"""
+from __future__ import annotations
+
+import logging
+
+from datastore.errors import AlreadyExists, Conflict, NotFound
+
+from ipam.retry import Deadline, attempts
+from ipam.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def increment(store: Store, handle_id: str, cidr: str, num: int, deadline: Deadline | None = None) -> None:
+    for _ in attempts(f"increment handle {handle_id}", deadline):
+        try:
+            current = store.get_handle(handle_id)
+        except NotFound:
+            try:
+                store.create_handle(handle_id, {cidr: num})
+                return
+            except AlreadyExists:
+                continue
+        handle = current.value
+        handle.block[cidr] = handle.block.get(cidr, 0) + num
+        try:
+            store.update_handle(handle, current.revision)
+            return
+        except (Conflict, NotFound):
+            continue
+
+
+def decrement(store: Store, handle_id: str, cidr: str, num: int | None, deadline: Deadline | None = None) -> None:
+    """Take ``num`` (all, when None) of ``cidr`` off the handle; delete the
+    handle once it counts nothing. A missing handle is fine."""
+    for _ in attempts(f"decrement handle {handle_id}", deadline):
+        try:
+            current = store.get_handle(handle_id)
+        except NotFound:
+            return
+        handle = current.value
+        have = handle.block.get(cidr, 0)
+        left = 0 if num is None else have - num
+        if num is not None and have < num:
+            log.warning("handle %s counts %d in %s, asked to release %d", handle_id, have, cidr, num)
+        if left > 0:
+            handle.block[cidr] = left
+        else:
+            handle.block.pop(cidr, None)
+        try:
+            if handle.block:
+                store.update_handle(handle, current.revision)
+            else:
+                store.delete_handle(handle_id, current.revision)
+            return
+        except NotFound:
+            return
+        except Conflict:
+            continue

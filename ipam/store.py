@@ -1,0 +1,123 @@
+"""Typed reads and writes of the IPAM objects over a :class:`Backend`.
+
+Values in the backend are plain dicts; here they become the pydantic models
+of :mod:`datastore.models.ipam` (validated on read) and go back as upstream's
+JSON. Every write that replaces an object is a compare-and-swap on the
+revision it was read at; block writes bump the block's sequence number.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from datastore.backend import Backend
+from datastore.errors import NotFound
+from datastore.keys import BlockAffinityKey, BlockKey, HandleKey, ListOptions
+from datastore.models.ipam import AllocationBlock, BlockAffinity, IPAMHandle
+
+from ipam import blocks as blk
+
+T = TypeVar("T")
+
+
+@dataclass
+class Versioned(Generic[T]):
+    value: T
+    revision: str
+
+
+class Store:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    # -- blocks -------------------------------------------------------------
+
+    def get_block(self, cidr: str) -> Versioned[AllocationBlock]:
+        kv = self.backend.get(BlockKey(cidr))
+        return Versioned(AllocationBlock.from_dict(kv.value), kv.revision)
+
+    def list_blocks(self, ip_version: int | None = None) -> list[Versioned[AllocationBlock]]:
+        result = self.backend.list(ListOptions(kind="Block", ip_version=ip_version))
+        return [Versioned(AllocationBlock.from_dict(kv.value), kv.revision) for kv in result.items]
+
+    def list_block_dicts(self, ip_version: int | None = None) -> list[tuple[str, dict, str]]:
+        """(cidr, raw value, revision) without validation (the checker validates itself)."""
+        result = self.backend.list(ListOptions(kind="Block", ip_version=ip_version))
+        return [(kv.key.cidr, kv.value, kv.revision) for kv in result.items]  # type: ignore[union-attr]
+
+    def create_block(self, block: AllocationBlock) -> Versioned[AllocationBlock]:
+        kv = self.backend.create(BlockKey(block.cidr), block.to_dict())
+        return Versioned(block, kv.revision)
+
+    def update_block(self, block: AllocationBlock, revision: str) -> Versioned[AllocationBlock]:
+        blk.bump_sequence(block)
+        kv = self.backend.update(BlockKey(block.cidr), block.to_dict(), revision)
+        return Versioned(block, kv.revision)
+
+    def delete_block(self, cidr: str, revision: str) -> None:
+        self.backend.delete(BlockKey(cidr), revision)
+
+    # -- affinities ---------------------------------------------------------
+
+    def get_affinity(self, node: str, cidr: str) -> Versioned[BlockAffinity]:
+        kv = self.backend.get(BlockAffinityKey(node, cidr))
+        return Versioned(BlockAffinity.from_dict(kv.value or {}), kv.revision)
+
+    def list_affinities(
+        self, node: str | None = None, ip_version: int | None = None
+    ) -> list[tuple[BlockAffinityKey, Versioned[BlockAffinity]]]:
+        result = self.backend.list(ListOptions(kind="BlockAffinity", host=node, ip_version=ip_version))
+        out = []
+        for kv in result.items:
+            key = kv.key
+            assert isinstance(key, BlockAffinityKey)
+            if ip_version is not None and blk.ip_version(key.cidr) != ip_version:
+                continue
+            out.append((key, Versioned(BlockAffinity.from_dict(kv.value or {}), kv.revision)))
+        return out
+
+    def create_affinity(self, node: str, cidr: str, state: str) -> Versioned[BlockAffinity]:
+        value = BlockAffinity(state=state)  # type: ignore[arg-type]
+        kv = self.backend.create(BlockAffinityKey(node, cidr), value.to_dict())
+        return Versioned(value, kv.revision)
+
+    def update_affinity(self, node: str, cidr: str, value: BlockAffinity, revision: str) -> Versioned[BlockAffinity]:
+        kv = self.backend.update(BlockAffinityKey(node, cidr), value.to_dict(), revision)
+        return Versioned(value, kv.revision)
+
+    def delete_affinity(self, node: str, cidr: str, revision: str | None = None) -> None:
+        try:
+            self.backend.delete(BlockAffinityKey(node, cidr), revision)
+        except NotFound:
+            pass
+
+    # -- handles ------------------------------------------------------------
+
+    def get_handle(self, handle_id: str) -> Versioned[IPAMHandle]:
+        kv = self.backend.get(HandleKey(handle_id))
+        handle = IPAMHandle.from_dict(kv.value)
+        handle.handle_id = handle_id
+        return Versioned(handle, kv.revision)
+
+    def list_handles(self) -> list[Versioned[IPAMHandle]]:
+        result = self.backend.list(ListOptions(kind="IPAMHandle"))
+        out = []
+        for kv in result.items:
+            assert isinstance(kv.key, HandleKey)
+            handle = IPAMHandle.from_dict(kv.value)
+            handle.handle_id = kv.key.handle_id
+            out.append(Versioned(handle, kv.revision))
+        return out
+
+    def create_handle(self, handle_id: str, counts: dict[str, int]) -> Versioned[IPAMHandle]:
+        handle = IPAMHandle(handle_id=handle_id, block=dict(counts))
+        kv = self.backend.create(HandleKey(handle_id), handle.to_dict())
+        return Versioned(handle, kv.revision)
+
+    def update_handle(self, handle: IPAMHandle, revision: str) -> Versioned[IPAMHandle]:
+        assert handle.handle_id
+        kv = self.backend.update(HandleKey(handle.handle_id), handle.to_dict(), revision)
+        return Versioned(handle, kv.revision)
+
+    def delete_handle(self, handle_id: str, revision: str | None = None) -> None:
+        self.backend.delete(HandleKey(handle_id), revision)
