@@ -1,0 +1,45 @@
+"""Entry point of the frozen pycalico bundle: one executable, many names.
+
+The bundle holds one executable (``calico``); ``calico-ipam``, ``calicoctl``
+and ``install`` are symlinks to it, as upstream ships its CNI image. The
+name it was exec'd under (argv[0]) picks the program. Only ``os`` and ``sys``
+are imported before that choice, so ``CNI_COMMAND=VERSION`` stays cheap.
+
+``PYCALICO_IMPORT_TRACE=<file>`` writes the names of all modules imported by
+the run to ``<file>`` at exit (used by the tests that keep heavy imports off
+the hot paths; nothing is registered when it is unset).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+INSTALL_NAMES = ("install", "calico-install", "install-cni")
+
+
+def _trace_imports(path: str) -> None:
+    import atexit
+
+    def dump() -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(sorted(sys.modules)) + "\n")
+
+    atexit.register(dump)
+
+
+def main() -> None:
+    trace = os.environ.get("PYCALICO_IMPORT_TRACE")
+    if trace:
+        _trace_imports(trace)
+    name = os.path.basename(sys.argv[0])
+    if name == "calicoctl":
+        from calicoctl.main import main as run
+    elif name in INSTALL_NAMES:
+        from install_cni import main as run
+    else:  # calico, calico-ipam (cni.main dispatches between the two)
+        from cni.main import main as run
+    run()
+
+
+if __name__ == "__main__":
+    main()
