@@ -653,10 +653,12 @@ class Cluster:
         return node
 
     def remove_node(self, name: str, unregister: bool = True) -> None:
+        """Delete the Node resource (as ``calicoctl delete node`` would), then
+        stop the node and remove its namespaces."""
         node = self.nodes.pop(name)
-        node.destroy()
         if unregister:
             node.unregister()
+        node.destroy()
 
     def add_external_bird(self, name: str, asn: int, neighbors: dict[str, int]) -> ExternalBird:
         ext = ExternalBird(self, name, self._next_address(last=True), asn)

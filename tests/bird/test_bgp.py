@@ -1,0 +1,140 @@
+"""Route distribution between simulated nodes with the real BIRD, real etcd and
+our CNI plugin (nodes are network namespaces on a shared bridge)."""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import pytest
+
+from bird.control import bird_command
+from tests.support.nodes import Cluster, Pod, SimNode, host_local_ipam, wait_for
+
+pytestmark = [pytest.mark.etcd, pytest.mark.netns]
+
+POOL = "10.65.0.0/16"
+
+
+def block_for(index: int) -> str:
+    return f"10.65.{index}.0/26"
+
+
+def start_nodes(cluster: Cluster, count: int, **register_kw) -> list[SimNode]:  # type: ignore[no-untyped-def]
+    cluster.create_pool(POOL)
+    nodes = [cluster.add_node(f"node-{i}", **register_kw) for i in range(1, count + 1)]
+    for i, node in enumerate(nodes, 1):
+        cluster.claim_block(node.name, block_for(i))
+    for node in nodes:
+        node.start_confd()
+    return nodes
+
+
+def add_pod(node: SimNode, index: int) -> Pod:
+    """A pod on ``node`` addressed from the node's block (host-local IPAM on
+    the block that node claimed)."""
+    block = block_for(index)
+    pod = node.add_pod(f"pod-{index}", host_local_ipam(block, f"{node.workdir}/host-local"))
+    assert ipaddress.ip_address(pod.ip) in ipaddress.ip_network(block)
+    return pod
+
+
+def assert_all_ping(pods: list[Pod]) -> None:
+    for a in pods:
+        for b in pods:
+            if a is not b:
+                assert a.ping(b.ip), f"{a.name}@{a.node.name} cannot reach {b.name}@{b.node.name} ({b.ip})"
+
+
+def test_full_mesh_three_nodes(cluster: Cluster) -> None:
+    nodes = start_nodes(cluster, 3)
+    for node in nodes:
+        node.wait_established({n.ip for n in nodes if n is not node})
+    # Every node has a BGP route (proto bird) to every other node's block, via that node.
+    for i, node in enumerate(nodes, 1):
+        for j, other in enumerate(nodes, 1):
+            if i != j:
+                node.wait_route(block_for(j), via=other.ip)
+        assert "blackhole" in node.routes()[block_for(i)]
+    # Mesh sessions: one per pair, the higher address passive.
+    peers = {p.address: p for p in nodes[0].peers()}
+    assert {p.peer_type for p in peers.values()} == {"node-to-node mesh"}
+    pods = [add_pod(node, i) for i, node in enumerate(nodes, 1)]
+    assert_all_ping(pods)
+
+    # Remove node-3: its routes disappear from the others.
+    cluster.remove_node("node-3")
+    for node in nodes[:2]:
+        node.wait_route(block_for(3), present=False, timeout=15)
+        wait_for(lambda node=node: nodes[2].ip not in {p.address for p in node.peers()}, 10,
+                 what=f"{node.name}: session to node-3 removed")
+    assert pods[0].ping(pods[1].ip) and pods[1].ping(pods[0].ip)
+
+
+def test_route_reflector_four_nodes_without_mesh(cluster: Cluster) -> None:
+    cluster.apply_resource("BGPConfiguration", "default", {"nodeToNodeMeshEnabled": False})
+    cluster.apply_resource("BGPPeer", "peer-with-route-reflectors",
+                           {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"})
+    cluster.create_pool(POOL)
+    clients = [cluster.add_node(f"node-{i}") for i in (1, 2, 3)]
+    rr = cluster.add_node("rr-1", rr_cluster_id="244.0.0.1", labels={"route-reflector": "true"})
+    for i, node in enumerate(clients, 1):
+        cluster.claim_block(node.name, block_for(i))
+    for node in [*clients, rr]:
+        node.start_confd()
+
+    rr.wait_established({c.ip for c in clients})
+    for i, node in enumerate(clients, 1):
+        node.wait_established({rr.ip})
+        peers = node.peers()
+        assert [(p.address, p.peer_type) for p in peers] == [(rr.ip, "node specific")], peers
+        for j, other in enumerate(clients, 1):
+            if i != j:  # reflected routes keep the originating node as next hop
+                node.wait_route(block_for(j), via=other.ip)
+    with open(rr.config_path) as f:
+        assert "rr client;" in f.read()
+    pods = [add_pod(node, i) for i, node in enumerate(clients, 1)]
+    assert_all_ping(pods)
+
+
+def test_external_peer_receives_pod_blocks(cluster: Cluster) -> None:
+    nodes = start_nodes(cluster, 2)
+    tor = cluster.add_external_bird("tor", asn=65000, neighbors={n.ip: 64512 for n in nodes})
+    cluster.apply_resource("BGPPeer", "tor", {"peerIP": tor.ip, "asNumber": 65000})
+
+    for node in nodes:
+        node.wait_established({tor.ip, *(n.ip for n in nodes if n is not node)})
+        assert {(p.address, p.peer_type) for p in node.peers()} >= {(tor.ip, "global")}
+    wait_for(lambda: {block_for(1), block_for(2)} <= set(tor.routes()), 20, what="blocks at the ToR")
+    routes = tor.routes()
+    assert f"via {nodes[0].ip}" in routes[block_for(1)]
+    assert f"via {nodes[1].ip}" in routes[block_for(2)]
+    # Each node announces only its own block to the eBGP peer.
+    for node, own in ((nodes[0], block_for(1)), (nodes[1], block_for(2))):
+        reply = bird_command(tor.socket_path, f"show route protocol node_{node.ip.replace('.', '_')}")
+        announced = {line.split()[0] for code, line in reply.lines if code == 1007 and line[:1].isdigit()}
+        assert announced == {own}, reply.text
+
+
+def test_as_change_and_new_peer_reconfigure_without_restart(cluster: Cluster) -> None:
+    n1, n2 = start_nodes(cluster, 2)
+    n1.wait_established({n2.ip})
+    n2.wait_established({n1.ip})
+    pids = (n1.bird_pid(), n2.bird_pid())
+    assert None not in pids
+
+    cluster.apply_resource("BGPConfiguration", "default", {"asNumber": 64600})
+    for node, other in ((n1, n2), (n2, n1)):
+        def local_as(node: SimNode = node, other: SimNode = other) -> bool:
+            name = f"Mesh_{other.ip.replace('.', '_')}"
+            text = bird_command(node.socket_path, f"show protocols all {name}").text
+            return bool(re.search(r"Local AS:\s+64600\b", text)) and "Established" in text
+
+        wait_for(local_as, 30, what=f"{node.name}: mesh session re-established in AS 64600")
+    assert (n1.bird_pid(), n2.bird_pid()) == pids
+
+    cluster.apply_resource("BGPPeer", "extra", {"peerIP": "172.31.0.250", "asNumber": 65001})
+    for node in (n1, n2):
+        wait_for(lambda node=node: "172.31.0.250" in {p.address for p in node.peers()}, 15,
+                 what=f"{node.name}: session to the new peer")
+    n1.wait_route(block_for(2), via=n2.ip)
+    assert (n1.bird_pid(), n2.bird_pid()) == pids
