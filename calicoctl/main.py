@@ -207,7 +207,9 @@ def build_parser() -> Parser:
                                         "'ipam check -o' report (--from-report).")
     g = q.add_mutually_exclusive_group(required=True)
     g.add_argument("--ip", metavar="IP", help="The address to release.")
-    g.add_argument("--from-report", metavar="REPORT", help="Release the leaked addresses listed in this report.")
+    g.add_argument("--from-report", metavar="REPORT", action="append",
+                   help="Release the leaked addresses listed in this report; given several times, only "
+                        "addresses leaked in every report.")
     q.add_argument("--force", action="store_true", help="Release even if the datastore is not locked "
                                                          "(the report may be stale).")
     _add_config(q)
@@ -227,6 +229,19 @@ def build_parser() -> Parser:
                         description="Show whether the Calico node is running and the state of its BGP "
                                     "sessions (queried from BIRD's control socket "
                                     "/var/run/calico/bird.ctl, then /var/run/bird/bird.ctl).")
+
+    # -- datastore -------------------------------------------------------
+    p = sub.add_parser("datastore", help="Calico datastore management.", description="Calico datastore management.")
+    ds_sub = p.add_subparsers(dest="datastore_command", metavar="<command>", parser_class=Parser)
+    ds_sub.required = True
+    q = ds_sub.add_parser("migrate", help="Lock or unlock the datastore.",
+                          description="Lock the datastore (ClusterInformation datastoreReady=false: Calico "
+                                      "takes no new work) or unlock it again.")
+    mig_sub = q.add_subparsers(dest="migrate_command", metavar="<command>", parser_class=Parser)
+    mig_sub.required = True
+    for name, text in (("lock", "Lock the datastore."), ("unlock", "Unlock the datastore.")):
+        r = mig_sub.add_parser(name, help=text, description=text)
+        _add_config(r)
 
     # -- version ---------------------------------------------------------
     p = sub.add_parser("version", help="Display the version of calicoctl and of the cluster.",
@@ -261,6 +276,10 @@ def dispatch(args: argparse.Namespace, parser: Parser) -> None:
         from calicoctl import nodestatus
 
         nodestatus.run(args, _out)
+    elif args.command == "datastore":
+        from calicoctl import datastorecmd
+
+        datastorecmd.run(args, _out)
     elif args.command == "version":
         from calicoctl import version
 
