@@ -178,6 +178,11 @@ def plan_sessions(
         if value is None:
             plan.notes.append(f"{what}: secret {ref[0]}/{ref[1]} not found: session skipped")
             return False, None
+        if '"' in value or "\n" in value:
+            # BIRD strings have no escapes: such a password cannot be written.
+            plan.notes.append(f"{what}: password in {ref[0]}/{ref[1]} contains a quote or newline: "
+                              "session skipped")
+            return False, None
         return True, value
 
     def calico_peer(other: NodeInfo, family: int, kind: str, peer: PeerInfo | None) -> None:

@@ -105,7 +105,7 @@ def render_plan(plan: Plan, options: BirdOptions, severity: str = "info",
     w("")
     for family in (4, 6):
         blocks = _blocks(plan, family)
-        w(f"# Blocks affine to this node: dropped locally unless a pod route is more specific.")
+        w("# Blocks affine to this node: dropped locally unless a pod route is more specific.")
         w(f"protocol static static_blocks{family} {{")
         w(f"  ipv{family};")
         for block in blocks:
@@ -209,7 +209,8 @@ def _session(w, s: Session, plan: Plan) -> None:  # type: ignore[no-untyped-def]
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A BIRD string literal (BIRD has no escapes: quotes and newlines are dropped)."""
+    return '"' + text.replace('"', "").replace("\n", "") + '"'
 
 
 def _comment(text: str) -> str:
