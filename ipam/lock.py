@@ -60,6 +60,7 @@ class HostLock:
         except OSError as exc:
             log.error("cannot lock %s (%s): proceeding unlocked", self.path, exc)
         self.waited = time.monotonic() - start
+        self._acquired_at = time.monotonic()
         if not self.held:
             os.close(self._fd)
             self._fd = None
@@ -96,6 +97,8 @@ class HostLock:
         return False
 
     def release(self) -> None:
+        if self.held:
+            log.info("IPAM lock waited %.3fs, held %.3fs", self.waited, time.monotonic() - self._acquired_at)
         if self._fd is not None:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)

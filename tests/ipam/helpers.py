@@ -1,0 +1,74 @@
+"""Datastore helpers for IPAM tests: workload endpoints, snapshots, inventory."""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from datastore.keys import ListOptions, ResourceKey
+
+
+def wep_name(node: str, container_id: str, iface: str = "eth0") -> str:
+    return "-".join(s.replace("-", "--") for s in (node, "cni", container_id, iface))
+
+
+def create_wep(backend: Any, node: str, container_id: str, addresses: list[str]) -> None:
+    """What the calico plugin writes after a successful IPAM ADD (cni orchestrator)."""
+    nets = []
+    for a in addresses:
+        ip = ipaddress.ip_interface(a).ip
+        nets.append(f"{ip}/{ip.max_prefixlen}")
+    name = wep_name(node, container_id)
+    backend.apply(
+        ResourceKey("WorkloadEndpoint", name, "default"),
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "WorkloadEndpoint",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"orchestrator": "cni", "node": node, "containerID": container_id,
+                     "endpoint": "eth0", "interfaceName": "cali" + container_id[:11], "ipNetworks": nets},
+        },
+    )
+
+
+def delete_wep(backend: Any, node: str, container_id: str) -> None:
+    from datastore.errors import NotFound
+
+    try:
+        backend.delete(ResourceKey("WorkloadEndpoint", wep_name(node, container_id), "default"))
+    except NotFound:
+        pass
+
+
+def ipam_snapshot(backend: Any) -> dict[str, Any]:
+    """Every IPAM object (path -> (value, revision)), to prove nothing changed."""
+    out = {}
+    for kind in ("Block", "BlockAffinity", "IPAMHandle"):
+        for kv in backend.list(ListOptions(kind=kind)).items:
+            out[kv.key.path] = (kv.value, kv.revision)
+    return out
+
+
+def allocations(backend: Any) -> dict[str, tuple[str, str | None, dict[str, str]]]:
+    """ip -> (block cidr, handle, attributes) over every block."""
+    from datastore.models.ipam import AllocationBlock
+    from ipam import blocks as blk
+
+    out: dict[str, tuple[str, str | None, dict[str, str]]] = {}
+    for kv in backend.list(ListOptions(kind="Block")).items:
+        block = AllocationBlock.from_dict(kv.value)
+        for ordinal, index in enumerate(block.allocations):
+            if index is None:
+                continue
+            attr = block.attributes[index]
+            ip = str(blk.ip_of(block, ordinal))
+            assert ip not in out, f"{ip} allocated twice"
+            out[ip] = (block.cidr, attr.handle_id, dict(attr.secondary or {}))
+    return out
+
+
+def block_affinities(backend: Any) -> dict[str, str | None]:
+    return {kv.value["cidr"]: kv.value.get("affinity") for kv in backend.list(ListOptions(kind="Block")).items}
+
+
+def handles(backend: Any) -> dict[str, dict[str, int]]:
+    return {kv.key.handle_id: kv.value.get("block", {}) for kv in backend.list(ListOptions(kind="IPAMHandle")).items}
