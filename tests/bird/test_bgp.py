@@ -8,7 +8,7 @@ import re
 import pytest
 
 from bird.control import bird_command
-from tests.support.nodes import Cluster, Pod, SimNode, host_local_ipam, wait_for
+from tests.support.nodes import Cluster, Pod, SimNode, wait_for
 
 pytestmark = [pytest.mark.etcd, pytest.mark.netns]
 
@@ -19,23 +19,27 @@ def block_for(index: int) -> str:
     return f"10.65.{index}.0/26"
 
 
-def start_nodes(cluster: Cluster, count: int, **register_kw) -> list[SimNode]:  # type: ignore[no-untyped-def]
+def start_nodes(cluster: Cluster, count: int, claim: bool = True) -> list[SimNode]:
+    """``count`` nodes running confd + BIRD; with ``claim``, node-i owns block
+    10.65.i.0/26 (written as calico-ipam writes a claim)."""
     cluster.create_pool(POOL)
-    nodes = [cluster.add_node(f"node-{i}", **register_kw) for i in range(1, count + 1)]
-    for i, node in enumerate(nodes, 1):
-        cluster.claim_block(node.name, block_for(i))
+    nodes = [cluster.add_node(f"node-{i}") for i in range(1, count + 1)]
+    if claim:
+        for i, node in enumerate(nodes, 1):
+            cluster.claim_block(node.name, block_for(i))
     for node in nodes:
         node.start_confd()
     return nodes
 
 
-def add_pod(node: SimNode, index: int) -> Pod:
-    """A pod on ``node`` addressed from the node's block (host-local IPAM on
-    the block that node claimed)."""
-    block = block_for(index)
-    pod = node.add_pod(f"pod-{index}", host_local_ipam(block, f"{node.workdir}/host-local"))
-    assert ipaddress.ip_address(pod.ip) in ipaddress.ip_network(block)
-    return pod
+def add_pod(cluster: Cluster, node: SimNode, name: str) -> tuple[Pod, str]:
+    """A pod on ``node`` via our CNI plugin and calico-ipam; returns it and
+    the block (affine to the node) its address came from."""
+    pod = node.add_pod(name)
+    blocks = [b for b in cluster.node_blocks(node.name)
+              if ipaddress.ip_address(pod.ip) in ipaddress.ip_network(b)]
+    assert len(blocks) == 1, (pod.ip, cluster.node_blocks(node.name))
+    return pod, blocks[0]
 
 
 def assert_all_ping(pods: list[Pod]) -> None:
@@ -46,25 +50,24 @@ def assert_all_ping(pods: list[Pod]) -> None:
 
 
 def test_full_mesh_three_nodes(cluster: Cluster) -> None:
-    nodes = start_nodes(cluster, 3)
+    nodes = start_nodes(cluster, 3, claim=False)
+    pods, blocks = zip(*(add_pod(cluster, node, f"pod-{i}") for i, node in enumerate(nodes, 1)))
     for node in nodes:
         node.wait_established({n.ip for n in nodes if n is not node})
-    # Every node has a BGP route (proto bird) to every other node's block, via that node.
-    for i, node in enumerate(nodes, 1):
-        for j, other in enumerate(nodes, 1):
-            if i != j:
-                node.wait_route(block_for(j), via=other.ip)
-        assert "blackhole" in node.routes()[block_for(i)]
-    # Mesh sessions: one per pair, the higher address passive.
-    peers = {p.address: p for p in nodes[0].peers()}
-    assert {p.peer_type for p in peers.values()} == {"node-to-node mesh"}
-    pods = [add_pod(node, i) for i, node in enumerate(nodes, 1)]
-    assert_all_ping(pods)
+    # Every node has a BGP route (proto bird) to every other node's block, via
+    # that node, and a blackhole for its own.
+    for node, own in zip(nodes, blocks):
+        for other, block in zip(nodes, blocks):
+            if other is not node:
+                node.wait_route(block, via=other.ip)
+        assert "blackhole" in node.routes()[own]
+    assert {p.peer_type for p in nodes[0].peers()} == {"node-to-node mesh"}
+    assert_all_ping(list(pods))
 
     # Remove node-3: its routes disappear from the others.
     cluster.remove_node("node-3")
     for node in nodes[:2]:
-        node.wait_route(block_for(3), present=False, timeout=15)
+        node.wait_route(blocks[2], present=False, timeout=15)
         wait_for(lambda node=node: nodes[2].ip not in {p.address for p in node.peers()}, 10,
                  what=f"{node.name}: session to node-3 removed")
     assert pods[0].ping(pods[1].ip) and pods[1].ping(pods[0].ip)
@@ -77,23 +80,21 @@ def test_route_reflector_four_nodes_without_mesh(cluster: Cluster) -> None:
     cluster.create_pool(POOL)
     clients = [cluster.add_node(f"node-{i}") for i in (1, 2, 3)]
     rr = cluster.add_node("rr-1", rr_cluster_id="244.0.0.1", labels={"route-reflector": "true"})
-    for i, node in enumerate(clients, 1):
-        cluster.claim_block(node.name, block_for(i))
     for node in [*clients, rr]:
         node.start_confd()
+    pods, blocks = zip(*(add_pod(cluster, node, f"pod-{i}") for i, node in enumerate(clients, 1)))
 
     rr.wait_established({c.ip for c in clients})
-    for i, node in enumerate(clients, 1):
+    for node in clients:
         node.wait_established({rr.ip})
         peers = node.peers()
         assert [(p.address, p.peer_type) for p in peers] == [(rr.ip, "node specific")], peers
-        for j, other in enumerate(clients, 1):
-            if i != j:  # reflected routes keep the originating node as next hop
-                node.wait_route(block_for(j), via=other.ip)
+        for other, block in zip(clients, blocks):
+            if other is not node:  # reflected routes keep the originating node as next hop
+                node.wait_route(block, via=other.ip)
     with open(rr.config_path) as f:
         assert "rr client;" in f.read()
-    pods = [add_pod(node, i) for i, node in enumerate(clients, 1)]
-    assert_all_ping(pods)
+    assert_all_ping(list(pods))
 
 
 def test_external_peer_receives_pod_blocks(cluster: Cluster) -> None:
