@@ -165,6 +165,7 @@ class Confd:
         """Make BIRD run ``text`` (no-op if it already does)."""
         if text == self.current:
             return Outcome(True, "unchanged")
+        started = time.perf_counter()
         directory = os.path.dirname(self.config_path) or "."
         os.makedirs(directory, exist_ok=True)
         if self.daemon is not None:
@@ -177,7 +178,9 @@ class Confd:
                 os.unlink(candidate)
             if not checked.ok:
                 return self._rejected(text, f"bird -p rejected the new config: {checked.message}")
+        checked_at = time.perf_counter()
         write_atomic(self.config_path, text)
+        written_at = time.perf_counter()
         self.current = text
         self.stats.writes += 1
         outcome = Outcome(True, "written")
@@ -187,7 +190,10 @@ class Confd:
                 self.stats.reconfigures += 1
                 if not outcome.ok:
                     return self._rejected(text, f"BIRD refused to reconfigure: {outcome.message}")
-                log.info("BIRD reconfigured: %s", outcome.message)
+                done = time.perf_counter()
+                log.info("BIRD reconfigured: %s (check %.1f ms, write %.1f ms, reconfigure %.1f ms)",
+                         outcome.message, (checked_at - started) * 1000, (written_at - checked_at) * 1000,
+                         (done - written_at) * 1000)
             else:
                 outcome = self._start_bird()
         if outcome.ok:

@@ -100,7 +100,7 @@ def load_files(path: str, recursive: bool, skip_empty: bool, ns: NamespaceArgs,
         label = "stdin" if file == "-" else file
         text = read_source(file)
         try:
-            docs = load_yaml_documents(text)
+            docs = parse_documents(text)
         except ResourceError as e:
             problems.append(f"{label}: {e}")
             continue
@@ -119,6 +119,30 @@ def load_files(path: str, recursive: bool, skip_empty: bool, ns: NamespaceArgs,
     if not items and seen_any and os.path.isdir(path) and not skip_empty:
         raise FileInvalid(f"No resources specified in directory {path}")
     return items
+
+
+def parse_documents(text: str) -> list[Doc]:
+    """Every document of a file.  Besides what :func:`load_yaml_documents`
+    accepts, a YAML document may be a sequence of resources (what ``get -o
+    yaml`` prints for several results), as upstream accepts."""
+    try:
+        return load_yaml_documents(text)
+    except ResourceError as e:
+        if "not list" not in str(e):
+            raise
+    import json
+
+    import yaml
+
+    from datastore.models import _loader  # the timestamp-preserving safe loader
+
+    flat: list[Any] = []
+    for doc in yaml.load_all(text, Loader=_loader()):
+        if isinstance(doc, list):
+            flat.extend(doc)
+        elif doc is not None:
+            flat.append(doc)
+    return load_yaml_documents(json.dumps(flat))
 
 
 def validate_document(raw: Any, ns: NamespaceArgs, where: str = "", for_get: bool = False) -> Item:

@@ -67,3 +67,17 @@ def test_version_does_not_import_pydantic_or_etcd() -> None:
     assert proc.returncode == 0
     assert "1.0.0" in json.loads(proc.stdout)["supportedVersions"]
     assert json.loads(proc.stderr) == []
+
+
+def test_release_empty_blocks_drops_the_affinity(ipam_env: IPAMEnv) -> None:
+    from tests.ipam.helpers import block_affinities, ipam_snapshot
+
+    create_pool(ipam_env.backend, "p", "10.49.0.0/24")
+    keep = ipam_env.conf()
+    drop = ipam_env.conf(release_empty_blocks="true")
+    assert ipam_env.add("e1", keep).ok
+    assert ipam_env.delete("e1", keep).ok
+    assert block_affinities(ipam_env.backend) != {}  # upstream default: empty affine blocks stay
+    assert ipam_env.add("e2", drop).ok
+    assert ipam_env.delete("e2", drop).ok
+    assert ipam_snapshot(ipam_env.backend) == {}  # block and affinity released

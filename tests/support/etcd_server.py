@@ -30,6 +30,7 @@ class EtcdServer:
         self.peer_port = free_port(host)
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="pycalico-etcd-")
         self._own_dir = data_dir is None
+        os.makedirs(self.data_dir, exist_ok=True)
         self.tls = tls or {}
         scheme = "https" if self.tls else "http"
         self.endpoint = f"{scheme}://{host}:{self.client_port}"
