@@ -121,10 +121,8 @@ def update(backend: Backend, item: Item) -> Doc:
         except DatastoreError as e:
             raise _datastore_error(item, e) from None
         if item.revision and item.revision != current.revision:
-            raise ActionError(
-                f"update conflict: {identifier(item)} (resource version '{item.revision}' is out of date, "
-                f"latest: {current.revision}; update the resource YAML/JSON in order to make changes)"
-            )
+            # Upstream's text names only the resource ("Resource version ... is out of date" is internal).
+            raise ActionError(f"update conflict: {identifier(item)}")
         try:
             kv = backend.update(key, _merge_for_update(current.value, item.doc), current.revision)
             return kv.value
