@@ -145,8 +145,8 @@ class Confd:
         finally:
             if self._syncer is not None:
                 self._syncer.stop()
-            if self.daemon is not None:
-                self.daemon.stop()
+            if self.daemon is not None and not oneshot:
+                self.daemon.stop()  # a one-shot run leaves the BIRD it started running
         return 0
 
     # -- work ---------------------------------------------------------------------

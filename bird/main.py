@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "status":
         from bird.status import node_status
 
-        print(node_status(args.socket))
-        return
+        text = node_status(args.socket)
+        print(text)
+        sys.exit(1 if text.startswith("Calico process is not running") else 0)
 
     from bird.confd import Confd
     from bird.daemon import BirdDaemon

@@ -127,5 +127,5 @@ def node_status(socket_path: str = DEFAULT_SOCKET) -> str:
     v6 = [r for r in rows if ":" in r.address]
     out.append(format_table(v4) if v4 else "No IPv4 peers found.")
     out += ["", "IPv6 BGP status", format_table(v6) if v6 else "No IPv6 peers found.", ""]
-    out.append(f"({version})")
+    out.append(f"({version.removesuffix(' ready.')})")
     return "\n".join(out)
