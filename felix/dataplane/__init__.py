@@ -1,0 +1,1 @@
+"""Felix's Linux dataplane: nftables policy (:mod:`.nftables`) and routes (:mod:`.routes`)."""

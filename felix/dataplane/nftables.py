@@ -1,0 +1,321 @@
+"""The nftables policy dataplane: calc-graph output -> one table of our own.
+
+Layout of ``table inet <name>`` (upstream's table is ``calico``)::
+
+  filter-FORWARD  hook forward:  iif/oif in @wl-ifaces -> wl-forward
+                                 [unknown cali* iif/oif -> drop]
+  filter-INPUT    hook input:    iif in @wl-ifaces -> wl-to-host
+                                 [unknown cali* -> drop]
+  nat-POSTROUTING hook postrouting (srcnat): natOutgoing masquerade
+  wl-forward:   conntrack (below), clear marks,
+                iifname vmap @from-wl-dispatch  (egress of the source workload)
+                oifname vmap @to-wl-dispatch    (ingress of the destination)
+                stamp the flow, accept
+  wl-to-host:   conntrack, iifname vmap @from-wl-dispatch, then
+                defaultEndpointToHostAction
+  fw-<iface> / tw-<iface>   per endpoint: tiers -> policies -> profiles
+  po-<policy> / pi-<policy> per active policy and direction
+  pro-<profile> / pri-<profile>
+  sets s4-/s6-<selector hash>, n4-/n6-<CIDR-list hash>, wl-ifaces,
+  all-ipam-pools, masq-ipam-pools (+ -v6)
+
+Conntrack: related packets and packets of flows already allowed under the
+current policy epoch are accepted first; INVALID is dropped. Every
+transaction that changes policy bumps the epoch (kept in ``ct mark`` bits),
+so the next original-direction packet of every established flow is checked
+against the new policy once: still allowed -> re-stamped and the connection
+survives; now denied -> dropped, the flow is cut. Reply-direction packets of
+established flows are accepted (the original direction is re-checked).
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from felix.calc.graph import LocalEndpoint, Pool
+from felix.calc.rules import ParsedPolicy, ParsedProfile, ParsedRule
+from felix.dataplane import render
+from felix.dataplane.nft import Nft
+from felix.dataplane.table import SetType, Table
+
+log = logging.getLogger(__name__)
+
+EPOCH_SHIFT = 20
+EPOCH_MASK = 0xFFF00000
+EPOCH_MAX = EPOCH_MASK >> EPOCH_SHIFT
+
+FORWARD_HOOK = "type filter hook forward priority filter; policy accept;"
+INPUT_HOOK = "type filter hook input priority filter; policy accept;"
+NAT_HOOK = "type nat hook postrouting priority srcnat; policy accept;"
+DISPATCH_MAP = "type ifname : verdict;"
+FROM_WL_MAP = "from-wl-dispatch"
+TO_WL_MAP = "to-wl-dispatch"
+WL_IFACES = "wl-ifaces"
+V4, V6 = SetType("ipv4_addr", interval=True), SetType("ipv6_addr", interval=True)
+
+
+@dataclass
+class DataplaneConfig:
+    table: str = "calico"
+    mark_mask: int = 0xFFFF0000
+    interface_prefixes: tuple[str, ...] = ("cali",)
+    endpoint_to_host_action: str = "DROP"  # DROP | ACCEPT | RETURN
+    unknown_interface_action: str = "DROP"  # DROP | RETURN (pycalico)
+    disable_conntrack_invalid_check: bool = False
+    ipv6: bool = True
+    log_prefix: str = "calico-packet"
+    nat_outgoing_address: str = ""
+
+
+def _elements(members: Iterable[str], version: int) -> list[str]:
+    nets = [ipaddress.ip_network(m, strict=False) for m in members]
+    nets = [n for n in nets if n.version == version]
+    host_len = 32 if version == 4 else 128
+    if any(n.prefixlen != host_len for n in nets):
+        nets = list(ipaddress.collapse_addresses(nets))  # type: ignore[arg-type]
+    return [str(n.network_address) if n.prefixlen == host_len else str(n) for n in nets]
+
+
+class NftablesDataplane:
+    """Implements :class:`felix.calc.graph.DataplaneSink`."""
+
+    def __init__(self, config: DataplaneConfig, nft: Optional[Nft] = None) -> None:
+        self.config = config
+        self.marks = render.Marks.from_mask(config.mark_mask)
+        self.table = Table(nft or Nft(), config.table)
+        self._members: dict[str, set[str]] = {}
+        self._set_names: dict[str, set[str]] = {}  # set id -> nft set names
+        self._policy_chains: dict[str, set[str]] = {}
+        self._endpoints: dict[str, LocalEndpoint] = {}
+        self._epoch = 1
+        self._policy_changed = False
+        self._pools: dict[str, Pool] = {}
+        self.versions = (4, 6) if config.ipv6 else (4,)
+        self._install_base()
+        self.pools_update({})
+
+    # -- configuration -----------------------------------------------------------
+
+    def reconfigure(self, config: DataplaneConfig) -> None:
+        """Apply a changed config (table name and mark mask need a restart)."""
+        self.config = config
+        self._install_base()
+        self.pools_update(self._pools)
+
+    # -- IP sets -------------------------------------------------------------------------
+
+    def ipset_added(self, set_id: str, members: frozenset[str]) -> None:
+        self._members[set_id] = set(members)
+        self._write_set(set_id)
+
+    def ipset_delta(self, set_id: str, added: frozenset[str], removed: frozenset[str]) -> None:
+        current = self._members.setdefault(set_id, set())
+        current.difference_update(removed)
+        current.update(added)
+        self._write_set(set_id)
+
+    def ipset_removed(self, set_id: str) -> None:
+        self._members.pop(set_id, None)
+        for name in self._set_names.pop(set_id, set()):
+            self.table.remove_set(name)
+        self._policy_changed = True
+
+    def _write_set(self, set_id: str) -> None:
+        members = self._members[set_id]
+        names: set[str] = set()
+        selector_set = set_id.startswith("s:")
+        for v in self.versions:
+            elems = _elements(members, v)
+            if not elems and not selector_set:
+                continue
+            name = render.set_name(set_id, v)
+            names.add(name)
+            self.table.set_set(name, V4 if v == 4 else V6, elems)
+        for gone in self._set_names.get(set_id, set()) - names:
+            self.table.remove_set(gone)
+        self._set_names[set_id] = names
+        self._policy_changed = True
+
+    # -- policies and profiles --------------------------------------------------------------
+
+    def _rules(self, rules: Iterable[ParsedRule], in_profile: bool = False) -> list[str]:
+        enabled = set(self.versions)
+        out: list[str] = []
+        for r in rules:
+            if r.unsupported:
+                log.warning("rule not programmed (%s unsupported): %s", r.unsupported, r)
+                continue
+            versions = tuple(v for v in r.versions if v in enabled)
+            if versions != r.versions:
+                if not versions:
+                    continue
+                r = dataclasses.replace(r, versions=versions)
+            out.extend(render.render_rule(r, self.marks, self.config.log_prefix, in_profile))
+        return out
+
+    def policy_update(self, policy: ParsedPolicy) -> None:
+        chains: set[str] = set()
+        for direction, rules in ((render.INGRESS, policy.ingress), (render.EGRESS, policy.egress)):
+            if direction not in policy.types:
+                continue
+            name = render.policy_chain(policy.policy_id, direction)
+            chains.add(name)
+            self.table.set_chain(name, self._rules(rules))
+        for gone in self._policy_chains.get(policy.policy_id, set()) - chains:
+            self.table.remove_chain(gone)
+        self._policy_chains[policy.policy_id] = chains
+        self._policy_changed = True
+
+    def policy_removed(self, policy_id: str) -> None:
+        for name in self._policy_chains.pop(policy_id, set()):
+            self.table.remove_chain(name)
+        self._policy_changed = True
+
+    def profile_update(self, profile: ParsedProfile) -> None:
+        for direction, rules in ((render.INGRESS, profile.ingress), (render.EGRESS, profile.egress)):
+            self.table.set_chain(render.profile_chain(profile.profile_id, direction),
+                                 self._rules(rules, in_profile=True))
+        self._policy_changed = True
+
+    def profile_removed(self, profile_id: str) -> None:
+        for direction in (render.INGRESS, render.EGRESS):
+            self.table.remove_chain(render.profile_chain(profile_id, direction))
+        self._policy_changed = True
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    def endpoint_update(self, ep: LocalEndpoint) -> None:
+        old = self._endpoints.get(ep.endpoint_id)
+        if old is not None and old.iface != ep.iface:
+            self._remove_iface(old.iface)
+        self._endpoints[ep.endpoint_id] = ep
+        for direction, tiers in ((render.INGRESS, ep.ingress), (render.EGRESS, ep.egress)):
+            self.table.set_chain(
+                render.endpoint_chain(ep.iface, direction),
+                render.render_endpoint_chain(tiers, ep.profiles, direction, self.marks),
+            )
+        self.table.set_map_entry(FROM_WL_MAP, ep.iface, f"jump {render.endpoint_chain(ep.iface, render.EGRESS)}")
+        self.table.set_map_entry(TO_WL_MAP, ep.iface, f"jump {render.endpoint_chain(ep.iface, render.INGRESS)}")
+        self._write_ifaces()
+        self._policy_changed = True
+
+    def endpoint_removed(self, endpoint_id: str) -> None:
+        old = self._endpoints.pop(endpoint_id, None)
+        if old is None:
+            return
+        if not any(e.iface == old.iface for e in self._endpoints.values()):
+            self._remove_iface(old.iface)
+        self._write_ifaces()
+        self._policy_changed = True
+
+    def _remove_iface(self, iface: str) -> None:
+        self.table.set_map_entry(FROM_WL_MAP, iface, None)
+        self.table.set_map_entry(TO_WL_MAP, iface, None)
+        for direction in (render.INGRESS, render.EGRESS):
+            self.table.remove_chain(render.endpoint_chain(iface, direction))
+
+    def _write_ifaces(self) -> None:
+        self.table.set_set(WL_IFACES, SetType("ifname"), {e.iface for e in self._endpoints.values()})
+
+    @property
+    def endpoints(self) -> dict[str, LocalEndpoint]:
+        return self._endpoints
+
+    # -- NAT ------------------------------------------------------------------------------------
+
+    def pools_update(self, pools: dict[str, Pool]) -> None:
+        self._pools = dict(pools)
+        for v, suffix in ((4, ""), (6, "-v6")):
+            if v not in self.versions:
+                continue
+            st = V4 if v == 4 else V6
+            active = [p for p in pools.values() if ipaddress.ip_network(p.cidr).version == v]
+            self.table.set_set(f"all-ipam-pools{suffix}", st, _elements((p.cidr for p in active), v))
+            self.table.set_set(f"masq-ipam-pools{suffix}", st,
+                               _elements((p.cidr for p in active if p.nat_outgoing and not p.disabled), v))
+        rules = []
+        for v, suffix in ((4, ""), (6, "-v6")):
+            if v not in self.versions:
+                continue
+            ip = "ip" if v == 4 else "ip6"
+            action = "masquerade"
+            if v == 4 and self.config.nat_outgoing_address:
+                action = f"snat ip to {self.config.nat_outgoing_address}"
+            rules.append(f"{ip} saddr @masq-ipam-pools{suffix} {ip} daddr != @all-ipam-pools{suffix} {action}")
+        self.table.set_chain("nat-POSTROUTING", rules, hook=NAT_HOOK)
+
+    # -- base chains -------------------------------------------------------------------------------
+
+    def _conntrack_rules(self) -> list[str]:
+        stamp = self._epoch << EPOCH_SHIFT
+        rules = [
+            f"ct state established,related ct mark & {EPOCH_MASK:#010x} == {stamp:#010x} accept",
+            "ct state related accept",
+            "ct state established ct direction reply accept",
+        ]
+        if not self.config.disable_conntrack_invalid_check:
+            rules.append("ct state invalid drop")
+        return rules
+
+    @property
+    def _stamp(self) -> str:
+        return (f"ct mark set ct mark & {~EPOCH_MASK & 0xFFFFFFFF:#010x} | "
+                f"{self._epoch << EPOCH_SHIFT:#010x}")
+
+    def _install_base(self) -> None:
+        t = self.table
+        t.set_map(FROM_WL_MAP, DISPATCH_MAP, t.map_elems.get(FROM_WL_MAP, {}))
+        t.set_map(TO_WL_MAP, DISPATCH_MAP, t.map_elems.get(TO_WL_MAP, {}))
+        if WL_IFACES not in t.sets:
+            t.set_set(WL_IFACES, SetType("ifname"), ())
+        fail_closed = self.config.unknown_interface_action.upper() == "DROP"
+        forward = [f"iifname @{WL_IFACES} jump wl-forward", f"oifname @{WL_IFACES} jump wl-forward"]
+        inp = [f"iifname @{WL_IFACES} goto wl-to-host"]
+        if fail_closed:
+            for prefix in self.config.interface_prefixes:
+                forward += [f'iifname "{prefix}*" drop', f'oifname "{prefix}*" drop']
+                inp += [f'iifname "{prefix}*" drop']
+        t.set_chain("filter-FORWARD", forward, hook=FORWARD_HOOK)
+        t.set_chain("filter-INPUT", inp, hook=INPUT_HOOK)
+        self._write_conntrack_chains()
+
+    def _write_conntrack_chains(self) -> None:
+        m = self.marks
+        self.table.set_chain("wl-forward", [
+            *self._conntrack_rules(),
+            m.clear_both,
+            f"iifname vmap @{FROM_WL_MAP}",
+            f"oifname vmap @{TO_WL_MAP}",
+            f"{self._stamp} accept",
+        ])
+        action = self.config.endpoint_to_host_action.upper()
+        final = {"ACCEPT": f"{self._stamp} accept", "RETURN": f"{self._stamp} return"}.get(action, "drop")
+        self.table.set_chain("wl-to-host", [
+            *self._conntrack_rules(),
+            m.clear_both,
+            f"iifname vmap @{FROM_WL_MAP}",
+            final,
+        ])
+
+    # -- apply ------------------------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        return self.table.dirty
+
+    def apply(self) -> bool:
+        """One transaction with everything that changed; True if one ran."""
+        if self._policy_changed:
+            self._policy_changed = False
+            self._epoch = self._epoch % EPOCH_MAX + 1
+            self._write_conntrack_chains()
+        return self.table.apply()
+
+    def verify(self) -> list[str]:
+        return self.table.verify()
+
+    def cleanup(self) -> None:
+        self.table.delete()
