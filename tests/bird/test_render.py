@@ -182,6 +182,16 @@ def test_node_without_address_and_invalid_resources(tmp_path) -> None:  # type: 
                     tmp_path)
 
 
+def test_listen_port_and_bind_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    state = mesh_state(2)
+    state.apply(ResourceKey("BGPConfiguration", "default"),
+                res("BGPConfiguration", "default", {"listenPort": 1179, "bindMode": "NodeIP"}))
+    text = render(state, "node-1")
+    assert "local port 1179 as 64512;" in text and "strict bind on;" in text
+    assert "neighbor 172.31.0.2 port 1179 as 64512;" in text
+    check_with_bird(text, tmp_path)
+
+
 def test_durations() -> None:
     assert duration_seconds("90s") == 90 and duration_seconds("1m30s") == 90
     assert duration_seconds("500ms") == 1 and duration_seconds(None) is None
