@@ -37,8 +37,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("PYCALICO_CACHE", "/var/cache/pycalico")
 DIST = os.path.join(CACHE, "dist")
 SPEC = os.path.join(REPO, "packaging", "pycalico.spec")
-SOURCE_PACKAGES = ("cni", "ipam", "datastore", "calicoctl")
-PACKAGING_FILES = ("bundle_entry.py", "install_cni.py", "pycalico.spec", "build_bundle.py")
+SOURCE_PACKAGES = ("cni", "ipam", "datastore", "calicoctl", "packaging/calico_install")
+PACKAGING_FILES = ("bundle_entry.py", "pycalico.spec", "build_bundle.py")
 LINKS = ("calico-ipam", "calicoctl", "install")
 EXECUTABLE = "calico"
 

@@ -35,7 +35,7 @@ def main() -> None:
     if name == "calicoctl":
         from calicoctl.main import main as run
     elif name in INSTALL_NAMES:
-        from install_cni import main as run
+        from calico_install.main import main as run
     else:  # calico, calico-ipam (cni.main dispatches between the two)
         from cni.main import main as run
     run()
