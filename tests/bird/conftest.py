@@ -13,3 +13,10 @@ def cluster() -> Iterator[Cluster]:
     """A fresh fabric with its own etcd; every node and pod is removed afterwards."""
     with Cluster() as c:
         yield c
+
+
+@pytest.fixture
+def dual_stack_cluster() -> Iterator[Cluster]:
+    """As ``cluster``, with IPv6 node addresses too (fd00:31::/64)."""
+    with Cluster(subnet6="fd00:31::/64") as c:
+        yield c

@@ -13,6 +13,7 @@ from tests.support.nodes import Cluster, Pod, SimNode, wait_for
 pytestmark = [pytest.mark.etcd, pytest.mark.netns]
 
 POOL = "10.65.0.0/16"
+POOL6 = "fd10:65::/48"
 
 
 def block_for(index: int) -> str:
@@ -42,6 +43,10 @@ def add_pod(cluster: Cluster, node: SimNode, name: str) -> tuple[Pod, str]:
     return pod, blocks[0]
 
 
+def pod_ip6(pod: Pod) -> str:
+    return next(str(ipaddress.ip_interface(i["address"]).ip) for i in pod.result["ips"] if ":" in i["address"])
+
+
 def assert_all_ping(pods: list[Pod]) -> None:
     for a in pods:
         for b in pods:
@@ -49,27 +54,41 @@ def assert_all_ping(pods: list[Pod]) -> None:
                 assert a.ping(b.ip), f"{a.name}@{a.node.name} cannot reach {b.name}@{b.node.name} ({b.ip})"
 
 
-def test_full_mesh_three_nodes(cluster: Cluster) -> None:
+def test_full_mesh_three_nodes(dual_stack_cluster: Cluster) -> None:
+    """Dual stack: IPv4 and IPv6 mesh sessions, pods with an address of each family."""
+    cluster = dual_stack_cluster
+    cluster.create_pool(POOL6, name="default-ipv6-ippool")
     nodes = start_nodes(cluster, 3, claim=False)
-    pods, blocks = zip(*(add_pod(cluster, node, f"pod-{i}") for i, node in enumerate(nodes, 1)))
+    ipam = {"type": "calico-ipam", "assign_ipv4": "true", "assign_ipv6": "true"}
+    pods = [node.add_pod(f"pod-{i}", ipam) for i, node in enumerate(nodes, 1)]
+    blocks = [cluster.node_blocks(node.name) for node in nodes]
+    for node_blocks in blocks:
+        assert sorted(ipaddress.ip_network(b).version for b in node_blocks) == [4, 6], node_blocks
     for node in nodes:
-        node.wait_established({n.ip for n in nodes if n is not node})
-    # Every node has a BGP route (proto bird) to every other node's block, via
+        node.wait_established({a for n in nodes if n is not node for a in (n.ip, n.ip6)})
+    # Every node has a BGP route (proto bird) to every other node's blocks, via
     # that node, and a blackhole for its own.
     for node, own in zip(nodes, blocks):
-        for other, block in zip(nodes, blocks):
+        for other, theirs in zip(nodes, blocks):
             if other is not node:
-                node.wait_route(block, via=other.ip)
-        assert "blackhole" in node.routes()[own]
+                for block in theirs:
+                    node.wait_route(block, via=other.ip if "." in block else other.ip6)
+        for block in own:
+            assert node.routes(family=ipaddress.ip_network(block).version)[block].startswith("blackhole")
     assert {p.peer_type for p in nodes[0].peers()} == {"node-to-node mesh"}
-    assert_all_ping(list(pods))
+    assert_all_ping(pods)
+    for a in pods:
+        for b in pods:
+            if a is not b:
+                assert a.run("ping", "-6", "-c", "1", "-W", "2", pod_ip6(b)).returncode == 0, (a.name, b.name)
 
     # Remove node-3: its routes disappear from the others.
     cluster.remove_node("node-3")
     for node in nodes[:2]:
-        node.wait_route(blocks[2], present=False, timeout=15)
-        wait_for(lambda node=node: nodes[2].ip not in {p.address for p in node.peers()}, 10,
-                 what=f"{node.name}: session to node-3 removed")
+        for block in blocks[2]:
+            node.wait_route(block, present=False, timeout=15)
+        wait_for(lambda node=node: {nodes[2].ip, nodes[2].ip6}.isdisjoint(p.address for p in node.peers()),
+                 10, what=f"{node.name}: sessions to node-3 removed")
     assert pods[0].ping(pods[1].ip) and pods[1].ping(pods[0].ip)
 
 

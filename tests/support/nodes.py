@@ -267,6 +267,9 @@ class SimNode:
         self.netns = f"{cluster.prefix}-{name}"
         self.interface = address
         self.ip = str(address.ip)
+        # With a dual-stack fabric: the same host number in the IPv6 subnet.
+        self.interface6 = cluster.ipv6_interface(address)
+        self.ip6 = str(self.interface6.ip) if self.interface6 else None
         self.workdir = os.path.join(cluster.workdir, name)
         os.makedirs(self.workdir, exist_ok=True)
         self.config_path = os.path.join(self.workdir, "bird.cfg")
@@ -283,10 +286,14 @@ class SimNode:
         ip("link", "set", uplink, "master", "br0", "up", netns=self.cluster.fabric)
         ip("link", "set", "lo", "up", netns=self.netns)
         ip("addr", "add", str(self.interface), "dev", "eth0", netns=self.netns)
+        if self.interface6:
+            ip("addr", "add", str(self.interface6), "dev", "eth0", "nodad", netns=self.netns)
         ip("link", "set", "eth0", "up", netns=self.netns)
         # A default route, as real hosts have: proxy ARP for the pods' gateway
         # (169.254.1.1) only answers for addresses routed out another interface.
         ip("route", "add", "default", "via", self.cluster.fabric_ip, "dev", "eth0", netns=self.netns)
+        if self.cluster.fabric_ip6:
+            ip("-6", "route", "add", "default", "via", self.cluster.fabric_ip6, "dev", "eth0", netns=self.netns)
         for key, value in (("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1"),
                            ("net.ipv4.conf.all.rp_filter", "0")):
             netns_exec(self.netns, "sysctl", "-qw", f"{key}={value}", check=True)
@@ -297,7 +304,9 @@ class SimNode:
     # -- datastore
     def register(self, asn: int | None = None, rr_cluster_id: str | None = None,
                  labels: dict[str, str] | None = None, ipv6: str | None = None) -> None:
-        """Create or replace this node's Node resource."""
+        """Create or replace this node's Node resource (with its IPv6 address
+        too on a dual-stack fabric)."""
+        ipv6 = ipv6 or (str(self.interface6) if self.interface6 else None)
         from datastore.keys import ResourceKey
 
         bgp: dict[str, Any] = {"ipv4Address": str(self.interface)}
@@ -385,8 +394,10 @@ class SimNode:
         return table
 
     def wait_route(self, dest: str, present: bool = True, timeout: float = 30, via: str | None = None) -> None:
+        family = 6 if ":" in dest else 4
+
         def ok() -> bool:
-            line = self.routes().get(dest)
+            line = self.routes(family=family).get(dest)
             if not present:
                 return line is None
             return line is not None and (via is None or f"via {via}" in line)
@@ -541,7 +552,8 @@ class Cluster:
     """A fabric (bridge + etcd) and the simulated nodes on it."""
 
     def __init__(self, subnet: str = DEFAULT_SUBNET, bgp_env: dict[str, str] | None = None,
-                 prefix: str | None = None, cni_bin_dir: str | None = None) -> None:
+                 prefix: str | None = None, cni_bin_dir: str | None = None,
+                 subnet6: str | None = None) -> None:
         uid = uuid.uuid4().hex[:6]
         self.prefix = prefix or f"pcn{uid}"
         self.prefix_short = self.prefix[:10]
@@ -550,6 +562,9 @@ class Cluster:
         hosts = list(self.subnet.hosts())
         self._free_addresses = hosts[:-1]
         self.fabric_ip = str(hosts[-1])
+        self.subnet6 = ipaddress.ip_network(subnet6) if subnet6 else None
+        fabric6 = self.ipv6_interface(ipaddress.IPv4Interface(f"{self.fabric_ip}/{self.subnet.prefixlen}"))
+        self.fabric_ip6 = str(fabric6.ip) if fabric6 else None
         self.bgp_env = dict(FAST_BGP_ENV if bgp_env is None else bgp_env)
         self.workdir = tempfile.mkdtemp(prefix=f"{self.prefix}-")
         self.cni_path = make_cni_path(os.path.join(self.workdir, "cni-bin"), cni_bin_dir)
@@ -570,6 +585,9 @@ class Cluster:
             ip("link", "set", "lo", "up", netns=self.fabric)
             ip("link", "add", "br0", "type", "bridge", netns=self.fabric)
             ip("addr", "add", f"{self.fabric_ip}/{self.subnet.prefixlen}", "dev", "br0", netns=self.fabric)
+            if self.subnet6:
+                ip("addr", "add", f"{self.fabric_ip6}/{self.subnet6.prefixlen}", "dev", "br0", "nodad",
+                   netns=self.fabric)
             ip("link", "set", "br0", "up", netns=self.fabric)
             self._start_etcd()
         except BaseException:
@@ -640,6 +658,12 @@ class Cluster:
         self.close()
 
     # -- nodes
+    def ipv6_interface(self, v4: ipaddress.IPv4Interface) -> ipaddress.IPv6Interface | None:
+        if self.subnet6 is None:
+            return None
+        host = int(v4.ip) - int(v4.network.network_address)
+        return ipaddress.IPv6Interface(f"{self.subnet6.network_address + host}/{self.subnet6.prefixlen}")
+
     def _next_address(self, last: bool = False) -> ipaddress.IPv4Interface:
         address = self._free_addresses.pop(-1 if last else 0)
         return ipaddress.IPv4Interface(f"{address}/{self.subnet.prefixlen}")
