@@ -58,13 +58,13 @@ class Calicoctl:
         self.calls.append(result)
         return result
 
-    def ok(self, *args: str, input: str | None = None) -> Result:
-        result = self(*args, input=input)
+    def ok(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+        result = self(*args, input=input, env=env)
         assert result.ok, str(result)
         return result
 
-    def fails(self, *args: str, input: str | None = None) -> Result:
-        result = self(*args, input=input)
+    def fails(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+        result = self(*args, input=input, env=env)
         assert result.returncode == 1, str(result)
         return result
 
