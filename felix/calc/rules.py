@@ -14,7 +14,9 @@ update processors do:
   in a namespaced policy a rule with a ``selector`` / ``notSelector`` but no
   ``namespaceSelector`` is restricted to the policy's namespace (the
   ``notSelector`` itself is never restricted);
-* ``serviceAccounts`` names / selector become ``pcsa.`` label matches.
+* ``serviceAccounts`` names match the endpoint's
+  ``projectcalico.org/serviceaccount`` label, a service-account selector the
+  ``pcsa.`` labels.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from datastore.selector import (
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_PREFIX = "pcsa."
-SERVICE_ACCOUNT_NAME_LABEL = "projectcalico.org/name"
+SERVICE_ACCOUNT_LABEL = "projectcalico.org/serviceaccount"  # on the endpoint itself
 ACTIONS = ("Allow", "Deny", "Log", "Pass")
 PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "SCTP": 132, "UDPLite": 136}
 
@@ -154,7 +156,7 @@ def _service_account_selector(sa: Any) -> Optional[str]:
     parts = []
     if sa.names:
         names = ", ".join(f'"{n}"' for n in sa.names)
-        parts.append(f"{SERVICE_ACCOUNT_PREFIX}{SERVICE_ACCOUNT_NAME_LABEL} in {{{names}}}")
+        parts.append(f"{SERVICE_ACCOUNT_LABEL} in {{{names}}}")
     if sa.selector:
         parts.append(_prefixed(sa.selector, SERVICE_ACCOUNT_PREFIX))
     return _and(*parts)
