@@ -24,6 +24,7 @@ flag                       environment                    default
 \\                         ``CALICO_BGP_ERROR_WAIT_TIME`` ``5,30``
 \\                         ``CALICO_BGP_HOLD_TIME`` / ``CALICO_BGP_KEEPALIVE_TIME``  BIRD's (240 / 80 s)
 \\                         ``CALICO_BIRD_SCAN_TIME``      2 s
+\\                         ``CALICO_BIRD_GRACEFUL_RESTART_WAIT`` 30 s (after a BIRD restart)
 =========================  =============================  =======================================
 
 The datastore comes from ``DATASTORE_TYPE``, ``ETCD_ENDPOINTS``, ... as for
@@ -61,6 +62,7 @@ def options_from_env(env: Mapping[str, str]):  # type: ignore[no-untyped-def]
         keepalive_time=num("CALICO_BGP_KEEPALIVE_TIME", None),
         router_id=env.get("CALICO_ROUTER_ID") or None,
         log_severity=env.get("BGP_LOGSEVERITYSCREEN") or None,
+        graceful_restart_wait=num("CALICO_BIRD_GRACEFUL_RESTART_WAIT", 30) or 30,
     )
 
 

@@ -49,6 +49,10 @@ class BirdOptions:
     hold_time: int | None = None  # BIRD's default (240 s) when None
     keepalive_time: int | None = None  # BIRD's default (hold/3) when None
     router_id: str | None = None  # CALICO_ROUTER_ID: an IPv4 or "hash"
+    # After BIRD restarts (-R), how long it may wait for peers before it syncs
+    # the kernel table: BIRD's default (240 s) leaves new routes out of the
+    # kernel that long whenever one configured peer is down.
+    graceful_restart_wait: int = 30
     log_severity: str | None = None  # overrides BGPConfiguration.logSeverityScreen
 
 
@@ -79,6 +83,7 @@ def render_plan(plan: Plan, options: BirdOptions, severity: str = "info",
         w(f"# NOTE: {_comment(note)}")
     w(f"log stderr {LOG_CLASSES.get(severity, LOG_CLASSES['info'])};")
     w(f"router id {plan.router_id};")
+    w(f"graceful restart wait {options.graceful_restart_wait};")
     w("")
     for family in (4, 6):
         _filters(w, plan, family)

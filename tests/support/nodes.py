@@ -60,6 +60,7 @@ FAST_BGP_ENV = {
     "CALICO_BGP_HOLD_TIME": "6",
     "CALICO_BGP_KEEPALIVE_TIME": "2",
     "CALICO_BIRD_SCAN_TIME": "1",
+    "CALICO_BIRD_GRACEFUL_RESTART_WAIT": "3",
 }
 
 _libc = ctypes.CDLL(None, use_errno=True)
