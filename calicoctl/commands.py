@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from datastore.backend import Backend
@@ -78,6 +77,8 @@ class Targets:
 def collect(args: argparse.Namespace, for_get: bool = False) -> Targets:
     ns = _ns_args(args)
     filename = getattr(args, "filename", None)
+    if filename and getattr(args, "kind", None):
+        raise CommandError("Give either a KIND (and names) or --filename, not both")
     try:
         if filename:
             items = load_files(filename, bool(getattr(args, "recursive", False)),
@@ -178,7 +179,7 @@ def run_delete(args: argparse.Namespace, out: Callable[[str], None]) -> None:
         out("No resources specified\n")
         return
     if any(not i.name for i in targets.items):
-        raise CommandError("resource name may not be empty")
+        raise CommandError("No resources specified")
     session = session_from(args)
     backend = session.backend()
     handled = 0

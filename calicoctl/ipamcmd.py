@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from typing import Any, Callable, NoReturn, Sequence
+from typing import NoReturn, Sequence
 
 from calicoctl.clientconfig import DEFAULT_CONFIG_PATH
 from calicoctl.kinds import resource_list_text
@@ -297,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
     if getattr(args, "context", None) is None and args.global_context:
         args.context = args.global_context
+    if getattr(args, "context", None):
+        os.environ["K8S_CURRENT_CONTEXT"] = args.context  # read by the Kubernetes datastore
     from calicoctl.commands import CommandError
 
     try:

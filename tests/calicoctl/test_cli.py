@@ -3,7 +3,6 @@ convention, through the real executable where it matters."""
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 
 import pytest

@@ -213,6 +213,13 @@ def test_command_line_errors(calicoctl: Calicoctl) -> None:
     assert bad.stderr.startswith("Invalid option: 'calicoctl gte ippools'. Use flag '--help' to read about a specific subcommand.")
     assert calicoctl.fails("get", "ippools", "-o", "xml").stderr == "unrecognized output format 'xml'\n"
     assert calicoctl.fails("get", "ippools", "-o", "custom-columns=NAME,NOPE").stderr.startswith("Unknown heading NOPE")
+    assert calicoctl.fails("delete", "ippool").stderr == "No resources specified\n"
+    assert calicoctl.fails("get", "ippool", "-f", EVERY_KIND).stderr.startswith("Give either a KIND")
+    # validate checks without a datastore (the environment points nowhere).
+    valid = calicoctl.ok("validate", "-f", EVERY_KIND, env={"ETCD_ENDPOINTS": "http://127.0.0.1:9"})
+    assert valid.stdout == "Successfully validated 17 resource(s)\n"
+    invalid = calicoctl.fails("validate", "-f", "-", input=BAD_INPUTS[2][1])
+    assert BAD_INPUTS[2][2] in invalid.stderr
     missing = calicoctl.fails("apply", "-f", "/nonexistent/x.yaml")
     assert missing.stderr == "Failed to execute command: open /nonexistent/x.yaml: no such file or directory\n"
     assert stored_keys(calicoctl.backend) == []
