@@ -14,9 +14,10 @@ channels:
   aggregate announced to peers (pods' /32 routes are more specific);
 * filters: ``calico_aggr`` accepts exactly this node's blocks and rejects
   anything more specific inside them; ``calico_export_to_bgp_peers(same_as)``
-  exports those, and to iBGP peers also routes of Calico pools learned over
-  BGP (BIRD itself only passes iBGP-learned routes on where route reflection
-  allows it), and nothing else;
+  exports those, the kernel routes of pods here whose addresses are borrowed
+  from other nodes' blocks (inside a pool, outside our blocks), and to iBGP
+  peers also pool routes learned over BGP (BIRD itself only passes
+  iBGP-learned routes on where route reflection allows it); nothing else;
 * a ``bgp_template`` with the AS, graceful restart and the connect/error
   timers, and one ``protocol bgp`` per session from :mod:`bird.peerings`.
 """
@@ -169,6 +170,9 @@ def _filters(w, plan: Plan, family: int) -> None:  # type: ignore[no-untyped-def
     w(f"  calico_aggr{sfx}();")
     if pools:
         sets = ", ".join(f"{p}+" for p in pools)
+        w("  # Pods here whose addresses are borrowed from another node's block:")
+        w("  # their kernel routes (more specific than that block) are announced.")
+        w(f"  if ( source = RTS_INHERIT && net ~ [ {sets} ] ) then accept;")
         w("  # iBGP: pass on pod routes learned from other nodes (route reflection).")
         w(f"  if ( same_as && source = RTS_BGP && net ~ [ {sets} ] ) then accept;")
     w("  reject;")

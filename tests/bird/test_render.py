@@ -84,6 +84,8 @@ def test_only_confirmed_affine_blocks_are_exported(tmp_path) -> None:  # type: i
     assert "route 10.65.1.0/26 blackhole;" in text and "route 10.65.8.0/26 blackhole;" in text
     assert "10.65.9.0" not in text and "10.65.2.0" not in text
     assert "if ( net = 10.65.1.0/26 ) then accept;" in text
+    # Borrowed addresses: kernel routes inside a pool (after our own blocks' more-specifics are rejected).
+    assert "if ( source = RTS_INHERIT && net ~ [ 10.65.0.0/16+ ] ) then accept;" in text
     check_with_bird(text, tmp_path)
     state.apply(BlockAffinityKey("node-1", "10.65.1.0/26"), None)
     assert "10.65.1.0" not in render(state, "node-1")

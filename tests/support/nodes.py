@@ -378,7 +378,8 @@ class SimNode:
                       f"(now {sorted(self.established())})")
 
     def routes(self, proto: str | None = "bird", family: int = 4) -> dict[str, str]:
-        """Kernel routes in this node: destination → the rest of the line."""
+        """Kernel routes in this node: destination (always with a prefix
+        length) → the rest of the line."""
         args = [f"-{family}", "route", "show"] + (["proto", proto] if proto else [])
         out = ip(*args, netns=self.netns).stdout
         table = {}
@@ -391,6 +392,8 @@ class SimNode:
                 dest, rest = words[1], " ".join([words[0], *words[2:]])
             else:
                 dest, rest = parts[0], parts[1] if len(parts) > 1 else ""
+            if dest != "default" and "/" not in dest:
+                dest += "/128" if ":" in dest else "/32"  # ip prints host routes bare
             table[dest] = rest
         return table
 
