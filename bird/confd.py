@@ -189,6 +189,7 @@ class Confd:
                 outcome = self.daemon.reconfigure()
                 self.stats.reconfigures += 1
                 if not outcome.ok:
+                    self.current = None  # the file is not what BIRD runs: retry on the next change
                     return self._rejected(text, f"BIRD refused to reconfigure: {outcome.message}")
                 done = time.perf_counter()
                 log.info("BIRD reconfigured: %s (check %.1f ms, write %.1f ms, reconfigure %.1f ms)",
