@@ -325,13 +325,18 @@ class _Stream:
 
 
 def _short(exc: BaseException | None) -> BaseException | None:
-    """Trim requests' very long connection errors to their root cause."""
+    """Trim requests' very long connection errors to their root cause; never
+    return an exception whose text is empty."""
     if exc is None:
         return None
-    text = str(exc)
+    text = " ".join(
+        str(part) for part in (exc, getattr(exc, "detail_text", None), exc.__cause__, exc.__context__) if part
+    )
     for marker in ("Connection refused", "timed out", "Name or service not known", "No route"):
         if marker in text:
             return ConnectionError(marker)
+    if not str(exc).strip():
+        return ConnectionError(text.strip() or type(exc).__name__)
     return exc
 
 

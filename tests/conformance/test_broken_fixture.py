@@ -21,7 +21,7 @@ MODE_TARGETS: dict[str, set[str]] = {
     "version-bad": {"version-output"},
     "schema-bad": {"add-result-schema"},
     "no-address": {"add-interface-in-netns"},
-    "add-twice-ok": {"add-twice"},
+    "add-twice-realloc": {"add-twice"},
     "del-keeps-iface": {"del-after-add"},
     "del-strict": {"del-without-add", "del-twice"},
     "del-needs-netns": {"del-missing-netns", "del-empty-netns"},
