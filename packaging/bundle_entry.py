@@ -5,9 +5,9 @@ and ``install`` are symlinks to it, as upstream ships its CNI image. The
 name it was exec'd under (argv[0]) picks the program. Only ``os`` and ``sys``
 are imported before that choice, so ``CNI_COMMAND=VERSION`` stays cheap.
 
-``PYCALICO_IMPORT_TRACE=<file>`` writes the names of all modules imported by
-the run to ``<file>`` at exit (used by the tests that keep heavy imports off
-the hot paths; nothing is registered when it is unset).
+``PYCALICO_IMPORT_TRACE=<dir>`` writes the names of all modules a run
+imported to ``<dir>/<program>.<pid>.modules`` at exit (the tests use it to
+keep heavy imports off the hot paths; nothing is registered when unset).
 """
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ import sys
 INSTALL_NAMES = ("install", "calico-install", "install-cni")
 
 
-def _trace_imports(path: str) -> None:
+def _trace_imports(directory: str, program: str) -> None:
     import atexit
 
     def dump() -> None:
+        path = os.path.join(directory, f"{program}.{os.getpid()}.modules")
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(sorted(sys.modules)) + "\n")
 
@@ -28,10 +29,10 @@ def _trace_imports(path: str) -> None:
 
 
 def main() -> None:
+    name = os.path.basename(sys.argv[0])
     trace = os.environ.get("PYCALICO_IMPORT_TRACE")
     if trace:
-        _trace_imports(trace)
-    name = os.path.basename(sys.argv[0])
+        _trace_imports(trace, name)
     if name == "calicoctl":
         from calicoctl.main import main as run
     elif name in INSTALL_NAMES:
