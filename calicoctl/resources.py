@@ -122,27 +122,9 @@ def load_files(path: str, recursive: bool, skip_empty: bool, ns: NamespaceArgs,
 
 
 def parse_documents(text: str) -> list[Doc]:
-    """Every document of a file.  Besides what :func:`load_yaml_documents`
-    accepts, a YAML document may be a sequence of resources (what ``get -o
-    yaml`` prints for several results), as upstream accepts."""
-    try:
-        return load_yaml_documents(text)
-    except ResourceError as e:
-        if "not list" not in str(e):
-            raise
-    import json
-
-    import yaml
-
-    from datastore.models import _loader  # the timestamp-preserving safe loader
-
-    flat: list[Any] = []
-    for doc in yaml.load_all(text, Loader=_loader()):
-        if isinstance(doc, list):
-            flat.extend(doc)
-        elif doc is not None:
-            flat.append(doc)
-    return load_yaml_documents(json.dumps(flat))
+    """Every document of a file (YAML streams, JSON, List kinds, and YAML
+    sequences of resources as ``get -o yaml`` prints them)."""
+    return load_yaml_documents(text)
 
 
 def validate_document(raw: Any, ns: NamespaceArgs, where: str = "", for_get: bool = False) -> Item:

@@ -195,7 +195,10 @@ def _expand(doc: Any, index: int, out: list[dict[str, Any]]) -> None:
 
 
 def load_yaml_documents(text: str) -> list[dict[str, Any]]:
-    """Parse YAML (one or more ``---`` documents) or JSON (an object or an array)."""
+    """Parse YAML (one or more ``---`` documents) or JSON (an object or an array).
+
+    A YAML document may itself be a sequence of resources (what ``calicoctl
+    get -o yaml`` prints for several results); its items are flattened in."""
     stripped = text.lstrip()
     docs: list[Any] | None = None
     if stripped.startswith(("{", "[")):
@@ -208,7 +211,12 @@ def load_yaml_documents(text: str) -> list[dict[str, Any]]:
         import yaml
 
         try:
-            docs = [d for d in yaml.load_all(text, Loader=_loader()) if d is not None]
+            docs = []
+            for d in yaml.load_all(text, Loader=_loader()):
+                if isinstance(d, list):
+                    docs.extend(d)
+                elif d is not None:
+                    docs.append(d)
         except yaml.YAMLError as e:
             raise ResourceError(f"cannot parse YAML: {e}") from None
     out: list[dict[str, Any]] = []
