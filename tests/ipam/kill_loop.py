@@ -4,9 +4,9 @@ Acts like a node's CNI runtime + calico plugin, in one process so a kill can
 land anywhere inside the IPAM protocol: ADD (calico-ipam's cmd_add) then write
 the WorkloadEndpoint; DEL deletes the WorkloadEndpoint then releases (cmd_del).
 Journal lines (appended, flushed): ``ipam <cid> <ip>...`` as soon as the IPAM
-ADD returned, ``add <cid>`` once the endpoint is written too (the runtime's
-view: the attachment exists), ``del <cid>`` before a DEL starts. Prints
-``ready`` once imports are done.
+ADD returned; ``add <cid>`` once the endpoint is written too (the runtime's
+view: the attachment exists); ``del <cid>`` once the runtime decides to
+delete, before anything is removed. Prints ``ready`` once imports are done.
 
 usage: python -m tests.ipam.kill_loop <etcd endpoint> <node> <journal> <tmpdir> <seed>
 """
@@ -34,7 +34,7 @@ def main() -> None:
         "etcd_endpoints": endpoint, "nodename": node,
         "ipam_lock_file": os.path.join(tmp, "ipam.lock"),
         "log_file_path": os.path.join(tmp, "kill-loop.log"), "log_level": "warning",
-        "ipam": {"type": "calico-ipam"},
+        "ipam": {"type": "calico-ipam", "release_empty_blocks": "true"},
     }
     live: list[str] = []
     with open(journal_path, encoding="utf-8") as f:
@@ -54,9 +54,9 @@ def main() -> None:
     while True:
         if live and (rng.random() < 0.4 or len(live) > 40):
             cid = live.pop(rng.randrange(len(live)))
-            delete_wep(backend, node, cid)
             journal.write(f"del {cid}\n")
             journal.flush()
+            delete_wep(backend, node, cid)
             plugin.cmd_del(args("DEL", cid))
         else:
             cid = "k" + uuid.uuid4().hex[:12]

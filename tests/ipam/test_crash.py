@@ -18,7 +18,7 @@ from datastore.models.ipam import AllocationBlock
 from ipam import blocks as blk
 from ipam.checker import check
 from tests.ipam.conftest import NETWORK, IPAMEnv
-from tests.ipam.helpers import allocations, delete_wep, handles
+from tests.ipam.helpers import allocations, create_wep, delete_wep, handles
 from tests.support.cni_exec import REPO
 from tests.support.pools import create_pool
 
@@ -57,7 +57,7 @@ def _replay(journal: str) -> tuple[set[str], dict[str, list[str]]]:
 
 def test_kill_9_allocation_loop(ipam_env: IPAMEnv, tmp_path) -> None:  # type: ignore[no-untyped-def]
     backend = ipam_env.backend
-    create_pool(backend, "pool-k", "10.42.0.0/22", blockSize=28)
+    create_pool(backend, "pool-k", "10.42.0.0/22", blockSize=30)  # many small blocks: many claims
     journal = str(tmp_path / "journal")
     open(journal, "w").close()
     rng = random.Random(4242)
@@ -123,3 +123,45 @@ def test_kill_9_allocation_loop(ipam_env: IPAMEnv, tmp_path) -> None:  # type: i
     assert set(handles(backend)) == live_handles
     expected_ips = sorted(ip for cid in live for ip in ips_of[cid])
     assert sorted(allocations(backend)) == expected_ips
+
+
+def test_every_interrupted_step_is_detected_and_recovered(ipam_env: IPAMEnv) -> None:
+    """The states a crash can leave between two writes, made directly."""
+    from ipam import handles as handle_ops
+    from ipam.allocator import Allocator
+    from ipam.claim import PENDING
+    from ipam.store import Store
+
+    backend = ipam_env.backend
+    store = Store(backend)
+    create_pool(backend, "pool-c", "10.50.0.0/24", blockSize=28)
+    node = "node-c"
+    # 4. Release interrupted after the block write, before the handle decrement.
+    Allocator(backend, node).auto_assign(4, f"{NETWORK}.half", {"node": node})
+    used = next(iter(handles(backend)[f"{NETWORK}.half"]))
+    current = store.get_block(used)
+    blk.release_handle(current.value, f"{NETWORK}.half")
+    store.update_block(current.value, current.revision)
+    free = [c for c in (f"10.50.0.{16 * i}/28" for i in range(16)) if c != used]
+    # 1. Claim interrupted after the pending affinity: no block.
+    store.create_affinity(node, free[0], PENDING)
+    # 2. Claim interrupted before the confirmation: block exists, affinity pending.
+    store.create_affinity(node, free[1], PENDING)
+    store.create_block(blk.new_block(free[1], node))
+    # 3. Assignment interrupted after the handle increment, before the block write.
+    handle_ops.increment(store, f"{NETWORK}.gone", free[1], 1)
+
+    report = check(backend)
+    assert {(s.block, s.state) for s in report.stale_affinities} == {(free[0], "pending"), (free[1], "pending")}
+    assert {h.handle_id for h in report.leaked_handles} == {f"{NETWORK}.gone", f"{NETWORK}.half"}
+
+    # The next assignment on the node finishes the claims it meets.
+    conf = ipam_env.conf(node=node)
+    assert ipam_env.add("live1", conf).ok
+    create_wep(backend, node, "live1", [str(ip) for ip in allocations(backend)])
+    conf = ipam_env.conf(node=node, cni_version="1.1.0")
+    conf["cni.dev/valid-attachments"] = [{"containerID": "live1", "ifname": "eth0"}]
+    assert ipam_env.run("GC", conf).ok
+    report = check(backend)
+    assert report.ok, report.details()
+    assert set(handles(backend)) == {f"{NETWORK}.live1"}
