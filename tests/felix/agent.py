@@ -10,6 +10,7 @@ per line on stdin, with one JSON line on stdout:
   {"cmd": "open", "id": "c1", "target": ["10.0.0.2", 80], "timeout": 1}  -> {"ok": true}
   {"cmd": "send", "id": "c1", "timeout": 1}                              -> {"ok": true|false}
   {"cmd": "close", "id": "c1"}                                           -> {"ok": true}
+  {"cmd": "who", "target": ["10.0.0.2", 80]}        -> {"seen_as": "<source address the server saw>"}
   {"cmd": "udpflood", "target": ["10.0.0.2", 9000], "interval": 0.001, "duration": 5} -> {"ok": true}
   {"cmd": "first_udp", "port": 9000, "after": <monotonic>, "timeout": 5}
       -> {"t": <monotonic of the first datagram received after 'after'> | null}
@@ -62,6 +63,12 @@ def udp_server(port: int) -> None:
     srv.bind(("0.0.0.0", port))
     while True:
         data, addr = srv.recvfrom(2048)
+        if data == b"who":
+            try:
+                srv.sendto(addr[0].encode(), addr)
+            except OSError:
+                pass
+            continue
         if data.startswith(b"flood"):
             with udp_lock:
                 udp_arrivals.setdefault(port, []).append(time.monotonic())
@@ -182,6 +189,15 @@ def handle(cmd: dict) -> dict:
         if s is not None:
             s.close()
         return {"ok": True}
+    if op == "who":
+        ip, port = cmd["target"]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(float(cmd.get("timeout", 1)))
+            try:
+                s.sendto(b"who", (ip, port))
+                return {"seen_as": s.recvfrom(256)[0].decode()}
+            except OSError as exc:
+                return {"seen_as": None, "error": str(exc)}
     if op == "udpflood":
         ip, port = cmd["target"]
         threading.Thread(target=udp_flood, args=(ip, port, float(cmd["interval"]), float(cmd["duration"])),

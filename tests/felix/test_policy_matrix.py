@@ -233,8 +233,6 @@ SCENARIOS = [
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_policy_matrix(cluster: Cluster, scenario: Scenario) -> None:
-    cluster.reset_policy()
-    rev = cluster.apply_all(scenario.build(cluster))
-    cluster.sync(rev or None)
+    cluster.set_policies(scenario.build(cluster))
     result = cluster.probe_matrix(scenario.expect, scenario.probes)
     assert not result.wrong, result.describe(scenario.name) + "\n--- Felix log ---\n" + cluster.felix.log_tail(30)
