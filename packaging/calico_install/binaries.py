@@ -90,7 +90,6 @@ def _install_bundle(cfg: InstallConfig, build_id: str, changed: list[str]) -> No
         os.replace(tmp, dest)
         changed.append(dest)
         log.info("copied bundle %s to %s", build_id, dest)
-    os.utime(dest)  # newest: never pruned
     target = os.path.join(STORE, build_id, "calico")
     for name in wanted:
         link = os.path.join(cfg.bin_dir, name)
