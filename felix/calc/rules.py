@@ -1,8 +1,9 @@
 """Policy, profile and rule conversion: datastore resources -> Felix's parsed form.
 
-A parsed rule refers to IP sets by id instead of carrying selectors or CIDR
-lists: ``s:<hash>`` for a selector (upstream's ``Selector.unique_id``) and
-``n:<hash>`` for a list of CIDRs. Selectors are completed as upstream's
+A parsed rule refers to selector IP sets by id (``s:<hash>``, upstream's
+``Selector.unique_id``) and carries CIDR lists as normalised tuples (the
+dataplane decides whether a list is matched inline or through a named set,
+id ``n:<hash>``). Selectors are completed as upstream's
 update processors do:
 
 * a namespaced policy's own selector is ANDed with
@@ -46,8 +47,8 @@ PortRange = tuple[int, int]
 
 @dataclass(frozen=True)
 class IPSetDef:
-    """What an IP set holds: the addresses of everything a selector matches,
-    or a fixed list of CIDRs."""
+    """What an IP set holds: the addresses of everything a selector matches
+    (or a fixed list of CIDRs)."""
 
     set_id: str
     selector: Optional[Selector] = None
@@ -68,10 +69,14 @@ class ParsedRule:
     icmp_code: Optional[int] = None
     not_icmp_type: Optional[int] = None
     not_icmp_code: Optional[int] = None
-    src_sets: tuple[str, ...] = ()  # all must contain the source address
-    src_not_sets: tuple[str, ...] = ()  # none may contain it
+    src_sets: tuple[str, ...] = ()  # selector IP sets that must all contain the source address
+    src_not_sets: tuple[str, ...] = ()  # selector IP sets that must not contain it
     dst_sets: tuple[str, ...] = ()
     dst_not_sets: tuple[str, ...] = ()
+    src_nets: tuple[str, ...] = ()  # the source is in one of these CIDRs
+    src_not_nets: tuple[str, ...] = ()  # ... and in none of these
+    dst_nets: tuple[str, ...] = ()
+    dst_not_nets: tuple[str, ...] = ()
     src_ports: tuple[PortRange, ...] = ()
     src_not_ports: tuple[PortRange, ...] = ()
     dst_ports: tuple[PortRange, ...] = ()
@@ -221,13 +226,10 @@ class _SetCollector:
         self.sets.setdefault(sid, IPSetDef(sid, selector=sel))
         return (sid,)
 
-    def nets(self, nets: Optional[list[str]]) -> tuple[str, ...]:
-        if not nets:
-            return ()
-        normalized = frozenset(str(ipaddress.ip_network(n, strict=False)) for n in nets)
-        sid = nets_set_id(normalized)
-        self.sets.setdefault(sid, IPSetDef(sid, nets=normalized))
-        return (sid,)
+
+def _nets(nets: Optional[list[str]]) -> tuple[str, ...]:
+    """Normalised (masked, de-duplicated, sorted) CIDRs."""
+    return tuple(sorted({str(ipaddress.ip_network(n, strict=False)) for n in nets or ()}))
 
 
 def _entity_selectors(er: Any, namespace: Optional[str]) -> tuple[Optional[str], Optional[str]]:
@@ -279,10 +281,14 @@ def parse_rule(rule: Any, namespace: Optional[str], sets: _SetCollector) -> Pars
         icmp_code=icmp.code if icmp else None,
         not_icmp_type=not_icmp.type if not_icmp else None,
         not_icmp_code=not_icmp.code if not_icmp else None,
-        src_sets=sets.selector(src_pos) + sets.nets(rule.source.nets),
-        src_not_sets=sets.selector(src_neg) + sets.nets(rule.source.not_nets),
-        dst_sets=sets.selector(dst_pos) + sets.nets(rule.destination.nets),
-        dst_not_sets=sets.selector(dst_neg) + sets.nets(rule.destination.not_nets),
+        src_sets=sets.selector(src_pos),
+        src_not_sets=sets.selector(src_neg),
+        dst_sets=sets.selector(dst_pos),
+        dst_not_sets=sets.selector(dst_neg),
+        src_nets=_nets(rule.source.nets),
+        src_not_nets=_nets(rule.source.not_nets),
+        dst_nets=_nets(rule.destination.nets),
+        dst_not_nets=_nets(rule.destination.not_nets),
         src_ports=src_ports,
         src_not_ports=src_not_ports,
         dst_ports=dst_ports,

@@ -16,7 +16,8 @@ Layout of ``table inet <name>`` (upstream's table is ``calico``)::
   fw-<iface> / tw-<iface>   per endpoint: tiers -> policies -> profiles
   po-<policy> / pi-<policy> per active policy and direction
   pro-<profile> / pri-<profile>
-  sets s4-/s6-<selector hash>, n4-/n6-<CIDR-list hash>, wl-ifaces,
+  sets s4-/s6-<selector hash> (s4i-/s6i- once they hold CIDRs), n4-/n6-<hash>
+  for CIDR lists longer than 8 (shorter ones are matched inline), wl-ifaces,
   all-ipam-pools, masq-ipam-pools (+ -v6)
 
 Conntrack: related packets and packets of flows already allowed under the
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from felix.calc.graph import LocalEndpoint, Pool
-from felix.calc.rules import ParsedPolicy, ParsedProfile, ParsedRule
+from felix.calc.rules import ParsedPolicy, ParsedProfile, ParsedRule, nets_set_id
 from felix.dataplane import render
 from felix.dataplane.nft import Nft
 from felix.dataplane.table import SetType, Table
@@ -55,6 +56,8 @@ FROM_WL_MAP = "from-wl-dispatch"
 TO_WL_MAP = "to-wl-dispatch"
 WL_IFACES = "wl-ifaces"
 V4, V6 = SetType("ipv4_addr", interval=True), SetType("ipv6_addr", interval=True)
+H4, H6 = SetType("ipv4_addr"), SetType("ipv6_addr")
+Owner = tuple[str, str]  # ("policy", id) | ("profile", id)
 
 
 @dataclass
@@ -79,6 +82,29 @@ def _elements(members: Iterable[str], version: int) -> list[str]:
     return [str(n.network_address) if n.prefixlen == host_len else str(n) for n in nets]
 
 
+def _is_host(member: str) -> bool:
+    return member.endswith("/32") or member.endswith("/128") or "/" not in member
+
+
+class _Namer:
+    """Set names for rendering; records the named CIDR-list sets used."""
+
+    def __init__(self, dp: "NftablesDataplane") -> None:
+        self._dp = dp
+        self.used: set[str] = set()
+
+    def selector_set(self, set_id: str, version: int) -> str:
+        return self._dp._selector_set_name(set_id, version)
+
+    def nets_set(self, nets: tuple[str, ...], version: int) -> Optional[str]:
+        if len(nets) <= render.INLINE_NETS_MAX:
+            return None
+        name = render.set_name(nets_set_id(nets), version)
+        self._dp._ensure_net_set(name, nets, version)
+        self.used.add(name)
+        return name
+
+
 class NftablesDataplane:
     """Implements :class:`felix.calc.graph.DataplaneSink`."""
 
@@ -89,6 +115,12 @@ class NftablesDataplane:
         self._members: dict[str, set[str]] = {}
         self._set_names: dict[str, set[str]] = {}  # set id -> nft set names
         self._policy_chains: dict[str, set[str]] = {}
+        self._policies: dict[str, ParsedPolicy] = {}
+        self._profiles: dict[str, ParsedProfile] = {}
+        self._interval: set[str] = set()  # selector sets holding CIDRs
+        self._set_users: dict[str, set[Owner]] = {}  # selector set -> policies/profiles using it
+        self._owner_nets: dict[Owner, set[str]] = {}  # named CIDR-list sets per policy/profile
+        self._net_set_refs: dict[str, int] = {}
         self._endpoints: dict[str, LocalEndpoint] = {}
         self._epoch = 1
         self._policy_changed = False
@@ -106,6 +138,12 @@ class NftablesDataplane:
         self.pools_update(self._pools)
 
     # -- IP sets -------------------------------------------------------------------------
+    #
+    # A selector set is a plain hash set of addresses while it only holds
+    # host addresses (cheap for libnftables: adding an element to an interval
+    # set makes it fetch the elements of every interval set in the table),
+    # and becomes an interval set (``s4i-``) once a network set puts a CIDR in
+    # it; the rules that refer to it are re-rendered in the same transaction.
 
     def ipset_added(self, set_id: str, members: frozenset[str]) -> None:
         self._members[set_id] = set(members)
@@ -119,70 +157,130 @@ class NftablesDataplane:
 
     def ipset_removed(self, set_id: str) -> None:
         self._members.pop(set_id, None)
+        self._interval.discard(set_id)
         for name in self._set_names.pop(set_id, set()):
             self.table.remove_set(name)
         self._policy_changed = True
 
+    def _selector_set_name(self, set_id: str, version: int) -> str:
+        return render.set_name(set_id, version, interval=set_id in self._interval)
+
     def _write_set(self, set_id: str) -> None:
         members = self._members[set_id]
+        interval = any(not _is_host(m) for m in members)
+        flipped = interval != (set_id in self._interval)
+        if interval:
+            self._interval.add(set_id)
+        else:
+            self._interval.discard(set_id)
         names: set[str] = set()
-        selector_set = set_id.startswith("s:")
         for v in self.versions:
-            elems = _elements(members, v)
-            if not elems and not selector_set:
-                continue
-            name = render.set_name(set_id, v)
+            name = self._selector_set_name(set_id, v)
             names.add(name)
-            self.table.set_set(name, V4 if v == 4 else V6, elems)
+            st = (V4 if v == 4 else V6) if interval else (H4 if v == 4 else H6)
+            self.table.set_set(name, st, _elements(members, v))
         for gone in self._set_names.get(set_id, set()) - names:
             self.table.remove_set(gone)
         self._set_names[set_id] = names
         self._policy_changed = True
+        if flipped:
+            for owner in list(self._set_users.get(set_id, ())):
+                self._rerender(owner)
 
     # -- policies and profiles --------------------------------------------------------------
 
-    def _rules(self, rules: Iterable[ParsedRule], in_profile: bool = False) -> list[str]:
+    def _rules(self, owner: Owner, rules: Iterable[ParsedRule], in_profile: bool = False) -> list[str]:
         enabled = set(self.versions)
+        namer = _Namer(self)
         out: list[str] = []
         for r in rules:
             if r.unsupported:
-                log.warning("rule not programmed (%s unsupported): %s", r.unsupported, r)
+                log.warning("rule of %s not programmed (%s unsupported): %s", owner[1], r.unsupported, r)
                 continue
             versions = tuple(v for v in r.versions if v in enabled)
             if versions != r.versions:
                 if not versions:
                     continue
                 r = dataclasses.replace(r, versions=versions)
-            out.extend(render.render_rule(r, self.marks, self.config.log_prefix, in_profile))
+            for sid in (*r.src_sets, *r.src_not_sets, *r.dst_sets, *r.dst_not_sets):
+                self._set_users.setdefault(sid, set()).add(owner)
+            out.extend(render.render_rule(r, self.marks, self.config.log_prefix, in_profile, namer))
+        self._owner_nets.setdefault(owner, set()).update(namer.used)
         return out
 
+    def _forget_owner(self, owner: Owner) -> None:
+        for users in self._set_users.values():
+            users.discard(owner)
+        for name in self._owner_nets.pop(owner, set()):
+            self._net_set_refs[name] -= 1
+            if not self._net_set_refs[name]:
+                del self._net_set_refs[name]
+                self.table.remove_set(name)
+
+    def _ensure_net_set(self, name: str, nets: tuple[str, ...], version: int) -> None:
+        if name not in self._net_set_refs:
+            self._net_set_refs[name] = 0
+            self.table.set_set(name, V4 if version == 4 else V6, _elements(nets, version))
+
+    def _claim_nets(self, owner: Owner, before: set[str]) -> None:
+        for name in self._owner_nets.get(owner, set()) - before:
+            self._net_set_refs[name] += 1
+        for name in before - self._owner_nets.get(owner, set()):
+            self._net_set_refs[name] -= 1
+            if not self._net_set_refs[name]:
+                del self._net_set_refs[name]
+                self.table.remove_set(name)
+
+    def _rerender(self, owner: Owner) -> None:
+        kind, ident = owner
+        if kind == "policy" and ident in self._policies:
+            self.policy_update(self._policies[ident])
+        elif kind == "profile" and ident in self._profiles:
+            self.profile_update(self._profiles[ident])
+
     def policy_update(self, policy: ParsedPolicy) -> None:
+        owner: Owner = ("policy", policy.policy_id)
+        before = self._owner_nets.pop(owner, set())
+        for users in self._set_users.values():
+            users.discard(owner)
+        self._policies[policy.policy_id] = policy
         chains: set[str] = set()
         for direction, rules in ((render.INGRESS, policy.ingress), (render.EGRESS, policy.egress)):
             if direction not in policy.types:
                 continue
             name = render.policy_chain(policy.policy_id, direction)
             chains.add(name)
-            self.table.set_chain(name, self._rules(rules))
+            self.table.set_chain(name, self._rules(owner, rules))
+        self._claim_nets(owner, before)
         for gone in self._policy_chains.get(policy.policy_id, set()) - chains:
             self.table.remove_chain(gone)
         self._policy_chains[policy.policy_id] = chains
         self._policy_changed = True
 
     def policy_removed(self, policy_id: str) -> None:
+        self._policies.pop(policy_id, None)
         for name in self._policy_chains.pop(policy_id, set()):
             self.table.remove_chain(name)
+        self._forget_owner(("policy", policy_id))
         self._policy_changed = True
 
     def profile_update(self, profile: ParsedProfile) -> None:
+        owner: Owner = ("profile", profile.profile_id)
+        before = self._owner_nets.pop(owner, set())
+        for users in self._set_users.values():
+            users.discard(owner)
+        self._profiles[profile.profile_id] = profile
         for direction, rules in ((render.INGRESS, profile.ingress), (render.EGRESS, profile.egress)):
             self.table.set_chain(render.profile_chain(profile.profile_id, direction),
-                                 self._rules(rules, in_profile=True))
+                                 self._rules(owner, rules, in_profile=True))
+        self._claim_nets(owner, before)
         self._policy_changed = True
 
     def profile_removed(self, profile_id: str) -> None:
+        self._profiles.pop(profile_id, None)
         for direction in (render.INGRESS, render.EGRESS):
             self.table.remove_chain(render.profile_chain(profile_id, direction))
+        self._forget_owner(("profile", profile_id))
         self._policy_changed = True
 
     # -- endpoints --------------------------------------------------------------------------

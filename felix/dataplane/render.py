@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Protocol, Sequence
 
 from felix.calc.policies import TierPolicies
-from felix.calc.rules import ParsedRule, PortRange
+from felix.calc.rules import ParsedRule, PortRange, nets_set_id
 
 MAX_NAME = 200
 PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 136: "udplite"}
@@ -86,35 +87,76 @@ def endpoint_chain(iface: str, direction: str) -> str:
     return ("tw-" if direction == INGRESS else "fw-") + iface
 
 
-def set_name(set_id: str, version: int) -> str:
-    """``s:<hash>`` -> ``s4-<hash>`` / ``s6-<hash>``; ``n:<hash>`` -> ``n4-``/``n6-``."""
+def set_name(set_id: str, version: int, interval: bool = False) -> str:
+    """``s:<hash>`` -> ``s4-<hash>`` / ``s6-<hash>`` (``s4i-`` for the interval
+    variant, needed once a set holds CIDRs); ``n:<hash>`` -> ``n4-``/``n6-``."""
     kind, _, digest = set_id.partition(":")
-    return f"{kind}{version}-{digest}"
+    return f"{kind}{version}{'i' if interval else ''}-{digest}"
 
 
-def _ports(ranges: Sequence[PortRange]) -> str:
-    items = [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in sorted(set(ranges))]
-    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
+INLINE_NETS_MAX = 8  # longer CIDR lists are matched through a named interval set
+
+
+class SetNamer(Protocol):
+    """Chooses the nft set a rule refers to."""
+
+    def selector_set(self, set_id: str, version: int) -> str: ...
+
+    def nets_set(self, nets: tuple[str, ...], version: int) -> Optional[str]:
+        """A named set for this CIDR list, or None to match it inline."""
+        ...
+
+
+class DefaultNamer:
+    def selector_set(self, set_id: str, version: int) -> str:
+        return set_name(set_id, version)
+
+    def nets_set(self, nets: tuple[str, ...], version: int) -> Optional[str]:
+        if len(nets) <= INLINE_NETS_MAX:
+            return None
+        return set_name(nets_set_id(nets), version)
+
+
+def merge_ranges(ranges: Sequence[PortRange]) -> list[PortRange]:
+    out: list[PortRange] = []
+    for lo, hi in sorted(set(ranges)):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _port(r: PortRange) -> str:
+    return str(r[0]) if r[0] == r[1] else f"{r[0]}-{r[1]}"
 
 
 def _proto(number: int) -> str:
     return PROTOCOL_NAMES.get(number, str(number))
 
 
-def _uses_version(rule: ParsedRule) -> bool:
+def _matches_addresses(rule: ParsedRule) -> bool:
     return bool(
         rule.src_sets or rule.src_not_sets or rule.dst_sets or rule.dst_not_sets
-        or rule.icmp_type is not None or rule.not_icmp_type is not None
-        or len(rule.versions) == 1
+        or rule.src_nets or rule.src_not_nets or rule.dst_nets or rule.dst_not_nets
     )
 
 
+def _uses_version(rule: ParsedRule) -> bool:
+    return (_matches_addresses(rule) or rule.icmp_type is not None
+            or rule.not_icmp_type is not None or len(rule.versions) == 1)
+
+
 def render_rule(rule: ParsedRule, marks: Marks, log_prefix: str = "calico-packet",
-                in_profile: bool = False) -> list[str]:
-    """nft rule texts for one rule (one per IP version when it matches
-    addresses; none when it cannot match anything)."""
+                in_profile: bool = False, namer: Optional[SetNamer] = None) -> list[str]:
+    """nft rule texts for one rule: one per IP version when it matches
+    addresses, and one per alternative when it lists several CIDRs or ports
+    (OR), which keeps rules free of anonymous sets (each anonymous set costs
+    libnftables' cache on every later transaction). None when the rule cannot
+    match anything."""
     if rule.unsupported or not rule.versions:
         return []
+    namer = namer or DefaultNamer()
     if rule.action == "Allow":
         verdict = f"{marks.set_accept} return"
     elif rule.action == "Pass":
@@ -123,55 +165,67 @@ def render_rule(rule: ParsedRule, marks: Marks, log_prefix: str = "calico-packet
         verdict = "drop"
     else:  # Log
         verdict = f'log prefix "{log_prefix}: "'
-    versions: Iterable[int | None] = rule.versions if _uses_version(rule) else (None,)
+    versions: Iterable[Optional[int]] = rule.versions if _uses_version(rule) else (None,)
     out = []
     for v in versions:
-        parts: list[str] = []
+        common: list[str] = []
+        alternatives: list[list[str]] = []
         ip = "ip" if v == 4 else "ip6"
-        addr_match = rule.src_sets or rule.src_not_sets or rule.dst_sets or rule.dst_not_sets
-        if v is not None and not addr_match:
-            parts.append(f"meta nfproto ipv{v}")
+        if v is not None and not _matches_addresses(rule):
+            common.append(f"meta nfproto ipv{v}")
         if rule.protocol is not None:
-            parts.append(f"meta l4proto {_proto(rule.protocol)}")
+            common.append(f"meta l4proto {_proto(rule.protocol)}")
         if rule.not_protocol is not None:
-            parts.append(f"meta l4proto != {_proto(rule.not_protocol)}")
+            common.append(f"meta l4proto != {_proto(rule.not_protocol)}")
         kw = "icmp" if v == 4 else "icmpv6"
         if rule.icmp_type is not None:
-            parts.append(f"{kw} type {rule.icmp_type}")
+            common.append(f"{kw} type {rule.icmp_type}")
             if rule.icmp_code is not None:
-                parts.append(f"{kw} code {rule.icmp_code}")
+                common.append(f"{kw} code {rule.icmp_code}")
         if rule.not_icmp_type is not None:
-            if rule.not_icmp_code is None:
-                parts.append(f"{kw} type != {rule.not_icmp_type}")
-            else:
-                parts.append(f"{kw} type . {kw} code != {{ {rule.not_icmp_type} . {rule.not_icmp_code} }}")
-        assert v is not None or not addr_match
-        for sid in rule.src_sets:
-            parts.append(f"{ip} saddr @{set_name(sid, v or 4)}")
-        for sid in rule.src_not_sets:
-            parts.append(f"{ip} saddr != @{set_name(sid, v or 4)}")
-        for sid in rule.dst_sets:
-            parts.append(f"{ip} daddr @{set_name(sid, v or 4)}")
-        for sid in rule.dst_not_sets:
-            parts.append(f"{ip} daddr != @{set_name(sid, v or 4)}")
-        if rule.src_ports:
-            parts.append(f"th sport {_ports(rule.src_ports)}")
-        if rule.src_not_ports:
-            parts.append(f"th sport != {_ports(rule.src_not_ports)}")
-        if rule.dst_ports:
-            parts.append(f"th dport {_ports(rule.dst_ports)}")
-        if rule.dst_not_ports:
-            parts.append(f"th dport != {_ports(rule.dst_not_ports)}")
-        parts.append(verdict)
-        out.append(" ".join(parts))
+            t, c = rule.not_icmp_type, rule.not_icmp_code
+            if c is None:
+                common.append(f"{kw} type != {t}")
+            else:  # not (type t and code c) = other type, or type t with another code
+                alternatives.append([f"{kw} type != {t}", f"{kw} type {t} {kw} code != {c}"])
+        for field, sets, not_sets, nets, not_nets in (
+            ("saddr", rule.src_sets, rule.src_not_sets, rule.src_nets, rule.src_not_nets),
+            ("daddr", rule.dst_sets, rule.dst_not_sets, rule.dst_nets, rule.dst_not_nets),
+        ):
+            if v is None:
+                break
+            for sid in sets:
+                common.append(f"{ip} {field} @{namer.selector_set(sid, v)}")
+            for sid in not_sets:
+                common.append(f"{ip} {field} != @{namer.selector_set(sid, v)}")
+            if nets:
+                named = namer.nets_set(nets, v)
+                if named:
+                    common.append(f"{ip} {field} @{named}")
+                else:
+                    alternatives.append([f"{ip} {field} {n}" for n in nets])
+            if not_nets:
+                named = namer.nets_set(not_nets, v)
+                if named:
+                    common.append(f"{ip} {field} != @{named}")
+                else:
+                    common.extend(f"{ip} {field} != {n}" for n in not_nets)
+        for field, ports, not_ports in (("sport", rule.src_ports, rule.src_not_ports),
+                                        ("dport", rule.dst_ports, rule.dst_not_ports)):
+            for r in merge_ranges(not_ports):
+                common.append(f"th {field} != {_port(r)}")
+            if ports:
+                alternatives.append([f"th {field} {_port(r)}" for r in merge_ranges(ports)])
+        for combo in itertools.product(*alternatives):
+            out.append(" ".join([*common, *combo, verdict]))
     return out
 
 
 def render_rules(rules: Iterable[ParsedRule], marks: Marks, log_prefix: str = "calico-packet",
-                 in_profile: bool = False) -> list[str]:
+                 in_profile: bool = False, namer: Optional[SetNamer] = None) -> list[str]:
     out: list[str] = []
     for r in rules:
-        out.extend(render_rule(r, marks, log_prefix, in_profile))
+        out.extend(render_rule(r, marks, log_prefix, in_profile, namer))
     return out
 
 

@@ -28,23 +28,33 @@ def test_marks_from_mask() -> None:
 
 
 def test_render_rule_variants() -> None:
-    r = ParsedRule("Allow", protocol=6, src_sets=("s:abc",), dst_ports=((80, 80), (1000, 2000)))
+    allow = "meta mark set meta mark | 0x00010000 return"
+    r = ParsedRule("Allow", protocol=6, src_sets=("s:abc",), dst_ports=((80, 80), (1000, 2000), (1500, 2500)))
+    # Alternatives (several ports or CIDRs) become several rules: no anonymous sets.
     assert render.render_rule(r, MARKS) == [
-        "meta l4proto tcp ip saddr @s4-abc th dport { 80, 1000-2000 } meta mark set meta mark | 0x00010000 return",
-        "meta l4proto tcp ip6 saddr @s6-abc th dport { 80, 1000-2000 } meta mark set meta mark | 0x00010000 return",
+        f"meta l4proto tcp ip saddr @s4-abc th dport 80 {allow}",
+        f"meta l4proto tcp ip saddr @s4-abc th dport 1000-2500 {allow}",
+        f"meta l4proto tcp ip6 saddr @s6-abc th dport 80 {allow}",
+        f"meta l4proto tcp ip6 saddr @s6-abc th dport 1000-2500 {allow}",
     ]
     assert render.render_rule(ParsedRule("Deny"), MARKS) == ["drop"]
     assert render.render_rule(ParsedRule("Deny", versions=(4,)), MARKS) == ["meta nfproto ipv4 drop"]
-    assert render.render_rule(ParsedRule("Pass", protocol=17, dst_not_ports=((81, 81),)), MARKS) == [
-        "meta l4proto udp th dport != 81 meta mark set meta mark | 0x00020000 return"]
+    assert render.render_rule(ParsedRule("Pass", protocol=17, dst_not_ports=((81, 81), (90, 95))), MARKS) == [
+        "meta l4proto udp th dport != 81 th dport != 90-95 meta mark set meta mark | 0x00020000 return"]
     assert render.render_rule(ParsedRule("Pass"), MARKS, in_profile=True) == ["return"]
     assert render.render_rule(ParsedRule("Log"), MARKS) == ['log prefix "calico-packet: "']
     icmp = ParsedRule("Allow", versions=(4,), protocol=1, icmp_type=8, not_icmp_type=3, not_icmp_code=1)
     assert render.render_rule(icmp, MARKS) == [
-        "meta nfproto ipv4 meta l4proto icmp icmp type 8 icmp type . icmp code != { 3 . 1 } "
-        "meta mark set meta mark | 0x00010000 return"]
-    assert render.render_rule(ParsedRule("Allow", versions=(4,), dst_not_sets=("n:x",)), MARKS) == [
-        "ip daddr != @n4-x meta mark set meta mark | 0x00010000 return"]
+        f"meta nfproto ipv4 meta l4proto icmp icmp type 8 icmp type != 3 {allow}",
+        f"meta nfproto ipv4 meta l4proto icmp icmp type 8 icmp type 3 icmp code != 1 {allow}"]
+    nets = ParsedRule("Allow", versions=(4,), src_nets=("10.0.0.0/8", "192.168.0.0/16"),
+                      src_not_nets=("10.1.0.0/16",))
+    assert render.render_rule(nets, MARKS) == [
+        f"ip saddr != 10.1.0.0/16 ip saddr 10.0.0.0/8 {allow}",
+        f"ip saddr != 10.1.0.0/16 ip saddr 192.168.0.0/16 {allow}"]
+    many = tuple(f"10.{i}.0.0/16" for i in range(render.INLINE_NETS_MAX + 1))
+    (text,) = render.render_rule(ParsedRule("Deny", versions=(4,), dst_not_nets=many), MARKS)
+    assert text.startswith("ip daddr != @n4-") and text.endswith(" drop")
     assert render.render_rule(ParsedRule("Allow", unsupported="named ports"), MARKS) == []
 
 
@@ -255,3 +265,27 @@ def test_config_precedence_and_parsing(tmp_path) -> None:  # type: ignore[no-unt
     assert parse_duration("1h2m3.5s") == 3723.5 and parse_duration("250ms") == 0.25
     with pytest.raises(ValueError):
         parse_duration("5 minutes")
+
+
+def test_dataplane_selector_sets_switch_to_interval_for_cidrs() -> None:
+    from datastore.selector import parse_selector
+    from felix.calc.rules import ParsedPolicy
+
+    fake = FakeNft()
+    dp = NftablesDataplane(DataplaneConfig(table="t", ipv6=False), fake)  # type: ignore[arg-type]
+    many = tuple(f"10.{i}.0.0/16" for i in range(render.INLINE_NETS_MAX + 1))
+    rule = ParsedRule("Allow", versions=(4,), src_sets=("s:web",), dst_not_nets=many)
+    pol = ParsedPolicy("gnp/p", "default", 1.0, parse_selector("all()"), frozenset({"Ingress"}), (rule,), ())
+    dp.ipset_added("s:web", frozenset({"10.9.0.1/32"}))
+    dp.policy_update(pol)
+    chains, sets = dp.table.chains, dp.table.sets
+    assert "ip saddr @s4-web" in chains["pi-gnp/p"][0]
+    assert sets["s4-web"].interval is False
+    (net_set,) = [n for n in sets if n.startswith("n4-")]
+    dp.ipset_delta("s:web", frozenset({"192.168.0.0/24"}), frozenset())
+    assert "s4-web" not in dp.table.sets and dp.table.sets["s4i-web"].interval
+    assert "ip saddr @s4i-web" in dp.table.chains["pi-gnp/p"][0]
+    assert dp.table.set_elems["s4i-web"] == {"10.9.0.1", "192.168.0.0/24"}
+    assert net_set in dp.table.sets  # still used
+    dp.policy_removed("gnp/p")
+    assert net_set not in dp.table.sets
