@@ -68,14 +68,15 @@ def _wanted(cfg: InstallConfig, name: str) -> bool:
     if name in cfg.skip_binaries:
         log.info("skipping %s (SKIP_CNI_BINARIES)", name)
         return False
-    if not cfg.update_binaries and os.path.lexists(os.path.join(cfg.bin_dir, name)):
+    if not cfg.update_binaries and os.path.lexists(os.path.join(cfg.local(cfg.bin_dir), name)):
         log.info("keeping existing %s (UPDATE_CNI_BINARIES=false)", name)
         return False
     return True
 
 
 def _install_bundle(cfg: InstallConfig, build_id: str, changed: list[str]) -> None:
-    store = os.path.join(cfg.bin_dir, STORE)
+    bin_dir = cfg.local(cfg.bin_dir)
+    store = os.path.join(bin_dir, STORE)
     dest = os.path.join(store, build_id)
     wanted = [name for name in PLUGINS if _wanted(cfg, name)]
     if not wanted:
@@ -92,13 +93,13 @@ def _install_bundle(cfg: InstallConfig, build_id: str, changed: list[str]) -> No
         log.info("copied bundle %s to %s", build_id, dest)
     target = os.path.join(STORE, build_id, "calico")
     for name in wanted:
-        link = os.path.join(cfg.bin_dir, name)
+        link = os.path.join(bin_dir, name)
         if os.path.isdir(link) and not os.path.islink(link):
             raise InstallError(f"{link} is a directory; remove it first")
         if files.symlink(target, link):
             changed.append(link)
             log.info("installed %s -> %s", link, target)
-    _prune(store, cfg.bin_dir, keep=build_id)
+    _prune(store, bin_dir, keep=build_id)
 
 
 def _prune(store: str, bin_dir: str, keep: str) -> None:
@@ -129,7 +130,7 @@ def _install_file(cfg: InstallConfig, src: str, name: str, changed: list[str], r
         return
     if not _wanted(cfg, name):
         return
-    dst = os.path.join(cfg.bin_dir, name)  # a bundle link there is replaced by the rename
+    dst = os.path.join(cfg.local(cfg.bin_dir), name)  # a bundle link there is replaced by the rename
     mode = (os.stat(src).st_mode & 0o7777) | 0o755
     if files.copy_file(src, dst, mode):
         changed.append(dst)

@@ -7,7 +7,12 @@ LOG_FILE_PATH, DATASTORE_TYPE, KUBERNETES_NODE_NAME, CNI_MTU, ETCD_ENDPOINTS,
 ETCD_DISCOVERY_SRV, KUBERNETES_SERVICE_HOST/PORT/PROTOCOL, SKIP_TLS_VERIFY)
 and Calico's usual names otherwise (ETCD_CA_CERT_FILE, ETCD_CERT_FILE,
 ETCD_KEY_FILE, KUBECONFIG). Ours only: CNI_BIN_DIR, CNI_PLUGINS_DIR,
-CNI_BANDWIDTH, CNI_CONF_VERSION, PYCALICO_BUNDLE_DIR.
+CNI_BANDWIDTH, CNI_CONF_VERSION, CNI_HOST_ROOT, PYCALICO_BUNDLE_DIR.
+
+Paths are as the node sees them (they end up inside the conflist). In a
+container with the node's filesystem mounted at, say, /host (upstream mounts
+/host/opt/cni/bin and /host/etc/cni/net.d), ``--host-root /host`` makes the
+installer write under /host while the conflist still says /etc/cni/net.d.
 """
 from __future__ import annotations
 
@@ -39,8 +44,9 @@ def parse_bool(name: str, value: str) -> bool:
 
 @dataclass
 class InstallConfig:
-    bin_dir: str = "/opt/cni/bin"
-    conf_dir: str = "/etc/cni/net.d"
+    bin_dir: str = "/opt/cni/bin"  # as seen on the node
+    conf_dir: str = "/etc/cni/net.d"  # as seen on the node
+    host_root: str = ""  # where the node's filesystem is mounted ("" = we are on the node)
     conf_name: str = "10-calico.conflist"
     old_conf_name: str = "10-calico.conflist"
     source_dir: str | None = None
@@ -73,6 +79,12 @@ class InstallConfig:
     verify: bool = True
     resync_seconds: float = 10.0
 
+    def local(self, node_path: str) -> str:
+        """Where a node path is, for this process (under ``host_root``)."""
+        if not self.host_root:
+            return node_path
+        return os.path.join(self.host_root, os.path.abspath(node_path).lstrip("/"))
+
     @property
     def tls_dir(self) -> str:
         """Where etcd credentials are installed (upstream: <net dir>/calico-tls)."""
@@ -94,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     a("--bin-dir", help="CNI plugin directory [CNI_BIN_DIR, /opt/cni/bin]")
     a("--conf-dir", help="CNI config directory [CNI_NET_DIR, /etc/cni/net.d]")
     a("--conf-name", help="config file name [CNI_CONF_NAME, 10-calico.conflist]")
+    a("--host-root", help="the node's / is mounted here (e.g. /host); paths stay node paths "
+                          "in the conflist [CNI_HOST_ROOT]")
     a("--source-dir", help="the frozen bundle (or a dir with calico, calico-ipam) to install "
                            "[PYCALICO_BUNDLE_DIR; default: the bundle this installer runs from]")
     a("--plugins-dir", help="also install the executables in this dir (portmap, bandwidth, ...) "
@@ -137,6 +151,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     cfg = InstallConfig()
     cfg.bin_dir = pick(args.bin_dir, "CNI_BIN_DIR", default=cfg.bin_dir)
     cfg.conf_dir = pick(args.conf_dir, "CNI_NET_DIR", default=cfg.conf_dir)
+    cfg.host_root = pick(args.host_root, "CNI_HOST_ROOT", default="")
     cfg.conf_name = pick(args.conf_name, "CNI_CONF_NAME", default=cfg.conf_name)
     cfg.old_conf_name = pick(None, "CNI_OLD_CONF_NAME", default=cfg.old_conf_name)
     cfg.source_dir = pick(args.source_dir, "PYCALICO_BUNDLE_DIR", default=_own_bundle())

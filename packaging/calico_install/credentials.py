@@ -57,32 +57,32 @@ def _install_tls(cfg: InstallConfig, changed: list[str]) -> dict[str, str]:
     sources = _tls_sources(cfg) if cfg.datastore_type != KUBERNETES else {}
     if not sources:
         return {}
-    os.makedirs(cfg.tls_dir, mode=0o700, exist_ok=True)
-    os.chmod(cfg.tls_dir, 0o700)
+    local_dir = cfg.local(cfg.tls_dir)
+    os.makedirs(local_dir, mode=0o700, exist_ok=True)
+    os.chmod(local_dir, 0o700)
     installed = {}
     for name, src in sources.items():
-        dst = os.path.join(cfg.tls_dir, name)
+        dst = os.path.join(local_dir, name)
         if files.copy_file(src, dst, SECRET_MODE):
             changed.append(dst)
-        installed[name] = dst
+        installed[name] = os.path.join(cfg.tls_dir, name)  # the node's path, for the conflist
     return installed
 
 
 def _install_kubeconfig(cfg: InstallConfig, token: str, changed: list[str]) -> str | None:
-    dst = cfg.kubeconfig_path
+    dst = cfg.local(cfg.kubeconfig_path)
     if cfg.kubeconfig:
         if not os.path.isfile(cfg.kubeconfig):
             raise InstallError(f"kubeconfig {cfg.kubeconfig} does not exist")
         if os.path.abspath(cfg.kubeconfig) == os.path.abspath(dst):
             os.chmod(dst, SECRET_MODE)
-            return dst
-        if files.copy_file(cfg.kubeconfig, dst, SECRET_MODE):
+        elif files.copy_file(cfg.kubeconfig, dst, SECRET_MODE):
             changed.append(dst)
-        return dst
+        return cfg.kubeconfig_path
     if token and cfg.k8s_service_host:
         if files.write_file(dst, serviceaccount_kubeconfig(cfg, token.strip()), SECRET_MODE):
             changed.append(dst)
-        return dst
+        return cfg.kubeconfig_path
     if cfg.datastore_type == KUBERNETES:
         raise InstallError(
             "the kubernetes datastore needs a kubeconfig: set KUBECONFIG (or --kubeconfig), or run "

@@ -24,9 +24,9 @@ log = logging.getLogger("install")
 
 
 def check_dirs(cfg: InstallConfig) -> None:
-    files.ensure_writable_dir(cfg.bin_dir, "CNI bin directory",
+    files.ensure_writable_dir(cfg.local(cfg.bin_dir), "CNI bin directory",
                               "Mount it read-write or pick another with --bin-dir / CNI_BIN_DIR.")
-    files.ensure_writable_dir(cfg.conf_dir, "CNI config directory",
+    files.ensure_writable_dir(cfg.local(cfg.conf_dir), "CNI config directory",
                               "Mount it read-write or pick another with --conf-dir / CNI_NET_DIR.")
 
 
@@ -48,7 +48,7 @@ def network_config(cfg: InstallConfig, creds: credentials.Credentials) -> bytes:
 
 def verify_plugin(cfg: InstallConfig) -> str:
     """Exec the installed calico once (VERSION): a broken bundle fails the install, not a pod."""
-    path = os.path.join(cfg.bin_dir, "calico")
+    path = os.path.join(cfg.local(cfg.bin_dir), "calico")
     try:
         proc = subprocess.run([path], input=b'{"cniVersion": "1.0.0"}', capture_output=True, timeout=60,
                               env={"CNI_COMMAND": "VERSION", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
@@ -69,11 +69,11 @@ def install_once(cfg: InstallConfig) -> tuple[bytes, list[str]]:
     if cfg.verify and "calico" not in cfg.skip_binaries:
         log.info("CNI plugin version: %s", verify_plugin(cfg))
     data = network_config(cfg, creds)
-    path = os.path.join(cfg.conf_dir, cfg.conf_name)
+    path = os.path.join(cfg.local(cfg.conf_dir), cfg.conf_name)
     if files.write_file(path, data, 0o644):
         changed.append(path)
     if cfg.old_conf_name != cfg.conf_name:
-        old = os.path.join(cfg.conf_dir, cfg.old_conf_name)
+        old = os.path.join(cfg.local(cfg.conf_dir), cfg.old_conf_name)
         if files.remove(old):
             changed.append(old)
             log.info("removed old config %s", old)

@@ -225,6 +225,26 @@ def test_kubernetes_datastore_in_a_pod_writes_service_account_kubeconfig(node: N
     assert kc["clusters"][0]["cluster"]["insecure-skip-tls-verify"] is True
 
 
+def test_host_root_writes_under_it_and_refers_to_node_paths(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """As in a DaemonSet's init container: the node's / mounted at /host."""
+    host = tmp_path / "host"
+    source = fake_source(tmp_path / "bundle")
+    key = tmp_path / "key.pem"
+    key.write_text("k")
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text("apiVersion: v1\n")
+    argv = ["--host-root", str(host), "--source-dir", source, "--nodename", "n"]
+    env = {"ETCD_ENDPOINTS": "https://10.0.0.1:2379", "ETCD_KEY_FILE": str(key), "KUBECONFIG": str(kubeconfig),
+           "TLS_ASSETS_DIR": str(tmp_path / "none")}
+    install_once(load(argv, env))
+    conf = json.load(open(host / "etc/cni/net.d/10-calico.conflist"))["plugins"][0]
+    assert conf["etcd_key_file"] == "/etc/cni/net.d/calico-tls/etcd-key"
+    assert conf["kubernetes"]["kubeconfig"] == "/etc/cni/net.d/calico-kubeconfig"
+    assert (host / "etc/cni/net.d/calico-tls/etcd-key").read_text() == "k"
+    assert mode(str(host / "etc/cni/net.d/calico-kubeconfig")) == 0o600
+    assert os.readlink(host / "opt/cni/bin/calico") == ".pycalico/b1/calico"
+
+
 def test_kubernetes_datastore_without_credentials_is_refused(node: Node, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InstallError, match="needs a kubeconfig"):
         node.install("--serviceaccount-dir", str(tmp_path / "none"), env={"ETCD_ENDPOINTS": ""})
