@@ -77,6 +77,18 @@ class Allocator:
         self.deadline = deadline or Deadline(ASSIGN_TIMEOUT)
         self._settings = settings
 
+    def preload(self) -> list[Pool]:
+        """Read the IPAM settings and the IP pools (configuration, not
+        allocation state) so that little is left to do under the host lock;
+        returns the pools for :meth:`auto_assign`."""
+        _ = self.settings
+        return load_pools(self.backend)
+
+    def restart_deadline(self) -> None:
+        """Start the assignment timeout now (upstream starts it once the host
+        lock is held)."""
+        self.deadline = Deadline(self.deadline.seconds)
+
     @property
     def settings(self) -> IPAMSettings:
         if self._settings is None:
@@ -113,10 +125,12 @@ class Allocator:
                     cidr, num - len(got), handle_id, attrs, owned=True, pending=(state == PENDING)
                 )
             claimed = 0
+            at_limit = False
             while len(got) < num and settings.auto_allocate_blocks:
                 if len(affine) + claimed >= settings.block_limit:
                     log.info("host %s holds %d blocks (max %d): not claiming more",
                              self.node, len(affine) + claimed, settings.block_limit)
+                    at_limit = True
                     break
                 cidr = self._claim_free_block(choice.pools)
                 if cidr is None:
@@ -130,7 +144,7 @@ class Allocator:
             raise
         if len(got) < num:
             self._undo(got)
-            raise NoAddressesError(self._exhausted_message(version, choice.pools, settings))
+            raise NoAddressesError(self._exhausted_message(version, choice.pools, settings, at_limit))
         return got
 
     def _undo(self, got: list[Assignment]) -> None:
@@ -143,9 +157,11 @@ class Allocator:
         except Exception as exc:  # noqa: BLE001 - already failing; DEL by handle cleans up
             log.error("could not undo partial assignment %s: %s", [a.address for a in got], exc)
 
-    def _exhausted_message(self, version: int, pools: list[Pool], settings: IPAMSettings) -> str:
+    def _exhausted_message(self, version: int, pools: list[Pool], settings: IPAMSettings, at_limit: bool) -> str:
         names = ", ".join(p.describe() for p in pools)
         why = []
+        if at_limit:
+            why.append(f"the host holds maxBlocksPerHost={settings.block_limit} blocks")
         if settings.strict_affinity:
             why.append("strictAffinity is set, so blocks of other hosts cannot be borrowed")
         if not settings.auto_allocate_blocks:

@@ -188,8 +188,10 @@ def cmd_add(args: CmdArgs) -> dict[str, Any]:
         from ipam.allocator import Allocator
         from ipam.release import release_ips
 
+        allocator = Allocator(ctx.backend, ctx.node)
+        pools = None if requested_ip else allocator.preload()
         with _lock(ctx):
-            allocator = Allocator(ctx.backend, ctx.node)
+            allocator.restart_deadline()
             if requested_ip:
                 return [allocator.assign_ip(requested_ip, ctx.handle_id, attrs)]
             got: list[Any] = []
@@ -198,13 +200,13 @@ def cmd_add(args: CmdArgs) -> dict[str, Any]:
                     got += allocator.auto_assign(
                         4, ctx.handle_id, attrs,
                         requested_pools=overrides.ipv4_pools or (ipam.ipv4_pools if ipam else None),
-                        namespace_labels=overrides.namespace_labels,
+                        namespace_labels=overrides.namespace_labels, pools=pools,
                     )
                 if want6:
                     got += allocator.auto_assign(
                         6, ctx.handle_id, attrs,
                         requested_pools=overrides.ipv6_pools or (ipam.ipv6_pools if ipam else None),
-                        namespace_labels=overrides.namespace_labels,
+                        namespace_labels=overrides.namespace_labels, pools=pools,
                     )
             except BaseException:
                 if got:
