@@ -70,12 +70,14 @@ def test_label_index_earlier_parent_wins() -> None:
 
 
 def test_label_index_work_is_bounded_by_the_event() -> None:
-    """A selector change evaluates each item once; an item change each selector once."""
+    """Selectors with a top-level ``k == v`` are evaluated only against items
+    carrying that label (and the items they matched before)."""
     calls = 0
 
     class Counting:
         def __init__(self, text: str) -> None:
             self.sel = parse_selector(text)
+            self.root = self.sel.root
 
         def evaluate(self, labels: Any) -> bool:
             nonlocal calls
@@ -85,17 +87,26 @@ def test_label_index_work_is_bounded_by_the_event() -> None:
         def __eq__(self, other: object) -> bool:
             return False
 
-    idx = LabelIndex(lambda s, i: None, lambda s, i: None)
+    ev = Events()
+    idx = LabelIndex(ev.started, ev.stopped)
     for n in range(50):
-        idx.update_item(f"e{n}", {"n": str(n)}, [])
+        idx.update_item(f"e{n}", {"n": str(n), "all": "yes"}, [])
     for n in range(20):
-        idx.update_selector(f"s{n}", Counting(f"n == '{n}'"))  # type: ignore[arg-type]
+        idx.update_selector(f"s{n}", Counting(f"n == '{n}' && all == 'yes'"))  # type: ignore[arg-type]
+    idx.update_selector("neg", Counting("!has(missing)"))  # type: ignore[arg-type]
+    ev.take()
     calls = 0
-    idx.update_item("e7", {"n": "8"}, [])
-    assert calls == 20
+    idx.update_item("e7", {"n": "8", "all": "yes"}, [])
+    assert calls == 3  # s8, s7 (matched before) and the unhinted selector
+    assert ev.take() == {("-", "s7", "e7"), ("+", "s8", "e7")}
     calls = 0
     idx.update_selector("s3", Counting("n == '9'"))  # type: ignore[arg-type]
+    assert calls == 2  # e9, and e3 which it matched before
+    assert ev.take() == {("-", "s3", "e3"), ("+", "s3", "e9")}
+    calls = 0
+    idx.update_selector("neg", Counting("!has(n)"))  # type: ignore[arg-type]
     assert calls == 50
+    assert len(ev.take()) == 50
 
 
 # -- IP sets -----------------------------------------------------------------------------
