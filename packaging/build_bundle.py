@@ -11,10 +11,13 @@ points at the newest onedir bundle.
 
 Layout of a onedir bundle::
 
-    calico          the executable (argv[0] picks calico / calico-ipam / calicoctl / install)
+    calico          the executable (argv[0] picks the program)
     calico-ipam     -> calico
     calicoctl       -> calico
     install         -> calico      (the installer, upstream's name for it)
+    calico-felix    -> calico      (node agent: Felix)
+    calico-confd    -> calico      (node agent: confd + BIRD control)
+    calico-typha    -> calico
     _internal/      the interpreter, libraries and modules
     BUILD-ID        the source hash (the installer uses it to version installs)
 
@@ -37,9 +40,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("PYCALICO_CACHE", "/var/cache/pycalico")
 DIST = os.path.join(CACHE, "dist")
 SPEC = os.path.join(REPO, "packaging", "pycalico.spec")
-SOURCE_PACKAGES = ("cni", "ipam", "datastore", "calicoctl", "packaging/calico_install")
+SOURCE_PACKAGES = ("cni", "ipam", "datastore", "calicoctl", "felix", "bird", "typha", "packaging/calico_install")
 PACKAGING_FILES = ("bundle_entry.py", "pycalico.spec", "build_bundle.py")
-LINKS = ("calico-ipam", "calicoctl", "install")
+LINKS = ("calico-ipam", "calicoctl", "install", "calico-felix", "calico-confd", "calico-typha")
 EXECUTABLE = "calico"
 
 

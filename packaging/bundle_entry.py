@@ -1,8 +1,10 @@
 """Entry point of the frozen pycalico bundle: one executable, many names.
 
-The bundle holds one executable (``calico``); ``calico-ipam``, ``calicoctl``
-and ``install`` are symlinks to it, as upstream ships its CNI image. The
-name it was exec'd under (argv[0]) picks the program. Only ``os`` and ``sys``
+The bundle holds one executable (``calico``); ``calico-ipam``, ``calicoctl``,
+``install`` and the node agent's ``calico-felix``, ``calico-confd`` and
+``calico-typha`` are symlinks to it (upstream ships calico + calico-ipam +
+install as one binary in its CNI image). The name it was exec'd under
+(argv[0]) picks the program. Only ``os`` and ``sys``
 are imported before that choice, so ``CNI_COMMAND=VERSION`` stays cheap.
 
 ``PYCALICO_IMPORT_TRACE=<dir>`` writes the names of all modules a run
@@ -37,6 +39,12 @@ def main() -> None:
         from calicoctl.main import main as run
     elif name in INSTALL_NAMES:
         from calico_install.main import main as run
+    elif name == "calico-felix":
+        from felix.main import main as run
+    elif name == "calico-confd":
+        from bird.main import main as run
+    elif name == "calico-typha":
+        from typha.main import main as run
     else:  # calico, calico-ipam (cni.main dispatches between the two)
         from cni.main import main as run
     run()
