@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,7 +76,8 @@ class Bench:
     def __init__(self, etcd: EtcdServer) -> None:
         self.backend = EtcdBackend(etcd.endpoint)
         # Reuse the test harness for the node, Felix and the two real pods.
-        self.cluster = Cluster(self.backend, etcd.endpoint, make_cni_path(tempfile.mkdtemp()),
+        self.cni_dir = tempfile.mkdtemp(prefix="felix-bench-cni-")
+        self.cluster = Cluster(self.backend, etcd.endpoint, make_cni_path(self.cni_dir),
                                namespaces=("n0", "n1"), pods=("a",))
         c = self.cluster
         self.namespaces = [f"b{c.uid}-n{i}" for i in range(N_NAMESPACES)]
@@ -143,6 +145,8 @@ class Bench:
         if nft_table_exists(c.table):
             nft("delete", "table", "inet", c.table, check=False)
         self.backend.close()
+        shutil.rmtree(c.workdir, ignore_errors=True)
+        shutil.rmtree(self.cni_dir, ignore_errors=True)
 
     # -- measurements --------------------------------------------------------------------------
 

@@ -137,6 +137,11 @@ class Daemon:
             lambda updates: self._queue.put(("updates", updates)),
             lambda status: self._queue.put(("status", status)),
         ).start()
+        # Import the resource models while the syncer lists (it waits on I/O).
+        from datastore.kinds import model_for
+
+        for kind in WATCHED_KINDS:
+            model_for(kind)
         try:
             self._loop()
         finally:

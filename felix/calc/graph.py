@@ -233,7 +233,13 @@ class CalcGraph:
         if value is None:
             self.resolver.delete_policy(pid)
             return
-        policy = parse_policy(_load(value))
+        resource = _load(value)
+        spec = resource.spec
+        if getattr(spec, "do_not_track", None) or getattr(spec, "pre_dnat", None):
+            # Untracked and pre-DNAT policies apply to host endpoints only.
+            self.resolver.delete_policy(pid)
+            return
+        policy = parse_policy(resource)
         self.resolver.update_policy(policy)
         emitted = self._emitted_policies.get(pid)
         if emitted is not None and emitted != policy:

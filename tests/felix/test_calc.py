@@ -325,6 +325,18 @@ def test_graph_survives_an_invalid_resource() -> None:
     assert set(sink.policies) == {"np/x/good"}
 
 
+def test_graph_ignores_host_endpoint_only_policies() -> None:
+    sink = Sink()
+    g = CalcGraph(NODE, sink)
+    g.on_updates([profile("x"), wep("x", "a", "10.0.0.1", {})])
+    gnp = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy", "metadata": {"name": "raw"},
+           "spec": {"selector": "all()", "doNotTrack": True, "applyOnForward": True,
+                    "ingress": [{"action": "Deny"}]}}
+    g.on_updates([Update(ResourceKey("GlobalNetworkPolicy", "raw"), gnp, "2")])
+    g.flush()
+    assert not sink.policies and sink.endpoints["x/a"].ingress == ()
+
+
 def _rule_selectors(spec: dict[str, Any], namespaced: bool = True) -> tuple[str | None, str | None]:
     kind = "NetworkPolicy" if namespaced else "GlobalNetworkPolicy"
     meta = {"name": "p", "namespace": "ns1"} if namespaced else {"name": "p"}

@@ -164,3 +164,38 @@ def backend(datastore: Datastore):  # type: ignore[no-untyped-def]
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def create_pod_workload(backend: Any, node: str, pod: str, nets: list[str], namespace: str = "default") -> None:
+    """Kubernetes mode of an IPAM test's "the plugin wrote a WorkloadEndpoint":
+    the pod kubelet would have created (named after the container), then the
+    CNI plugin's annotation patch, through the backend's own (admin) API access."""
+    from datastore.keys import ResourceKey
+    from datastore.kubernetes import native
+
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": namespace},
+            "spec": {"nodeName": node, "automountServiceAccountToken": False,
+                     "containers": [{"name": "c", "image": "busybox"}]}}
+    from datastore.kubernetes.transport import ApiError
+
+    try:
+        backend.api.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=body)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    name = native.wep_name(node, pod)
+    backend.apply(ResourceKey("WorkloadEndpoint", name, namespace), {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"node": node, "pod": pod, "containerID": pod, "ipNetworks": nets},
+    })
+
+
+def delete_pod_workload(backend: Any, pod: str, namespace: str = "default") -> None:
+    from datastore.kubernetes.transport import ApiError
+
+    try:
+        backend.api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod}",
+                            body={"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
