@@ -54,19 +54,21 @@ def private_kube_apiserver_factory():  # type: ignore[no-untyped-def]
 
 def wipe_calico(server: KubeApiServer) -> None:
     """Delete every Calico CR (cluster-scoped collections; namespaced ones in
-    every namespace)."""
+    every namespace) and every pod: each test starts from an empty datastore,
+    as with etcd."""
     from datastore.kubernetes.crd import ALL_CRDS
 
-    namespaces = None
+    reply = server.must("GET", "/api/v1/namespaces")
+    namespaces = [n["metadata"]["name"] for n in reply.get("items") or []]
     for c in ALL_CRDS.values():
         if not c.namespaced:
             server.request("DELETE", c.path())
             continue
-        if namespaces is None:
-            reply = server.must("GET", "/api/v1/namespaces")
-            namespaces = [n["metadata"]["name"] for n in reply.get("items") or []]
         for ns in namespaces:
             server.request("DELETE", c.path(namespace=ns))
+    for ns in namespaces:
+        server.request("DELETE", f"/api/v1/namespaces/{ns}/pods",
+                       {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
 
 
 @pytest.fixture
