@@ -38,12 +38,14 @@ def test_runs_with_no_python_on_the_machine(bundle: str) -> None:
         "calico-ipam": f"echo '{VERSION_STDIN.decode()}' | env -i CNI_COMMAND=VERSION {bundle}/calico-ipam",
         "calicoctl": f"env -i {bundle}/calicoctl --help",
         "install": f"env -i {bundle}/install --help",
+        "calico-felix": f"env -i {bundle}/calico-felix --help",
+        "calico-confd": f"env -i {bundle}/calico-confd --help",
     }
     for name, cmd in checks.items():
         proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", f"{hide}; {cmd}"],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, f"{name}: {proc.stdout} {proc.stderr}"
-        if name.startswith("calico") and name != "calicoctl":
+        if name in ("calico", "calico-ipam"):
             assert json.loads(proc.stdout)["supportedVersions"], name
         else:
             assert "usage" in proc.stdout.lower(), name
@@ -122,7 +124,9 @@ def test_bundle_contents(bundle: str) -> None:
     assert not [s for s in archive.toc if s.startswith("pyi_rth_")]
     dynload = os.listdir(os.path.join(bundle, "_internal", "python3.11", "lib-dynload"))
     assert any(n.startswith("_sqlite3") for n in dynload) and any(n.startswith("_decimal") for n in dynload)
-    for link in ("calico-ipam", "calicoctl", "install"):
+    from build_bundle import LINKS
+
+    for link in LINKS:
         assert os.readlink(os.path.join(bundle, link)) == "calico"
     assert open(os.path.join(bundle, "BUILD-ID")).read().strip() in os.path.basename(bundle)
 
