@@ -72,13 +72,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     from datastore.config import DatastoreConfig, connect
     from felix.daemon import Daemon
 
-    ds = DatastoreConfig(
-        datastore_type=cfg.datastore_type,
-        etcd_endpoints=cfg.etcd_endpoints,
-        etcd_key_file=cfg.etcd_key_file or None,
-        etcd_cert_file=cfg.etcd_cert_file or None,
-        etcd_ca_cert_file=cfg.etcd_ca_file or None,
-    )
+    ds = DatastoreConfig.from_env()  # KUBECONFIG etc. for the Kubernetes datastore
+    ds.datastore_type = cfg.datastore_type
+    ds.etcd_endpoints = cfg.etcd_endpoints
+    ds.etcd_key_file = cfg.etcd_key_file or None
+    ds.etcd_cert_file = cfg.etcd_cert_file or None
+    ds.etcd_ca_cert_file = cfg.etcd_ca_file or None
     try:
         backend = connect(ds)
     except ValueError as exc:
