@@ -27,7 +27,7 @@ from datastore.selector import NAMESPACE_LABEL
 from datastore.syncer import Update
 from felix.calc.ipsets import IPSetCalculator, IPSetSink
 from felix.calc.policies import PolicyResolver, TierPolicies
-from felix.calc.rules import ParsedPolicy, ParsedProfile, parse_policy, parse_profile
+from felix.calc.rules import ParsedPolicy, ParsedProfile, protocol_number, parse_policy, parse_profile
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,8 @@ class CalcGraph:
         profiles = tuple(spec.profiles or ())
         v4, v6 = _addresses(spec.ip_networks)
         members = [f"{a}/32" for a in v4] + [f"{a}/128" for a in v6]
-        self.ipsets.update_item(("wep", ep_id), labels, profiles, members)
+        ports = [(p.name, protocol_number(p.protocol), p.port) for p in spec.ports or () if p.name]
+        self.ipsets.update_item(("wep", ep_id), labels, profiles, members, ports)
         if spec.node != self.hostname:
             if ep_id in self._local:
                 self._remove_local(ep_id)

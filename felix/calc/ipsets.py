@@ -1,7 +1,8 @@
 """IP-set membership: which addresses each active selector / CIDR list holds.
 
 Items are every workload endpoint in the cluster (not only local ones) and
-every network set; their members are their addresses / CIDRs. Only sets that
+every network set; their members are their addresses / CIDRs (for a
+named-port set: "<ip>,<port>" for each of their ports with that name). Only sets that
 an active policy or profile refers to are computed (``ref`` / ``unref``,
 reference counted). Membership is kept with a count per member so two items
 sharing an address (a pod being replaced) never remove it early. Changes go to
@@ -28,6 +29,7 @@ class IPSetCalculator:
         self._sink = sink
         self.index = LabelIndex(self._match_started, self._match_stopped)
         self._item_members: dict[ItemID, frozenset[str]] = {}
+        self._item_ports: dict[ItemID, frozenset[tuple[str, int, int]]] = {}  # (name, protocol, port)
         self._refs: dict[str, int] = {}
         self._defs: dict[str, IPSetDef] = {}
         self._members: dict[str, dict[str, int]] = {}
@@ -71,18 +73,33 @@ class IPSetCalculator:
     # -- items -----------------------------------------------------------------------
 
     def update_item(self, item_id: ItemID, labels: Mapping[str, str], parents: Iterable[str],
-                    members: Iterable[str]) -> None:
-        new = frozenset(members)
-        old = self._item_members.get(item_id)
-        self._item_members[item_id] = new
-        if old is not None and old != new:
-            for set_id in self.index.item_matches(item_id):
-                self._change(set_id, new - old, old - new)
+                    members: Iterable[str], ports: Iterable[tuple[str, int, int]] = ()) -> None:
+        new, new_ports = frozenset(members), frozenset(ports)
+        old, old_ports = self._item_members.get(item_id), self._item_ports.get(item_id, frozenset())
+        if old is not None and (old, old_ports) != (new, new_ports):
+            before = {sid: self._members_of(sid, item_id) for sid in self.index.item_matches(item_id)}
+            self._item_members[item_id], self._item_ports[item_id] = new, new_ports
+            for sid, was in before.items():
+                now = self._members_of(sid, item_id)
+                self._change(sid, now - was, was - now)
+        self._item_members[item_id], self._item_ports[item_id] = new, new_ports
         self.index.update_item(item_id, labels, tuple(parents))
 
     def delete_item(self, item_id: ItemID) -> None:
         self.index.delete_item(item_id)
         self._item_members.pop(item_id, None)
+        self._item_ports.pop(item_id, None)
+
+    def _members_of(self, set_id: str, item_id: ItemID) -> frozenset[str]:
+        """What one item contributes to a set: its addresses, or for a
+        named-port set "<ip>,<port>" per address and matching port."""
+        addresses = self._item_members.get(item_id, frozenset())
+        d = self._defs.get(set_id)
+        if d is None or d.named_port is None:
+            return addresses
+        protocol, name = d.named_port
+        ports = [p for n, proto, p in self._item_ports.get(item_id, ()) if n == name and proto == protocol]
+        return frozenset(f"{a.split('/')[0]},{p}" for a in addresses for p in ports)
 
     def update_parent(self, parent_id: str, labels: Mapping[str, str] | None) -> None:
         self.index.update_parent_labels(parent_id, labels)
@@ -110,8 +127,8 @@ class IPSetCalculator:
             self._sink.ipset_delta(set_id, frozenset(added), frozenset(removed))
 
     def _match_started(self, set_id: object, item_id: ItemID) -> None:
-        self._change(str(set_id), self._item_members.get(item_id, ()), ())
+        self._change(str(set_id), self._members_of(str(set_id), item_id), ())
 
     def _match_stopped(self, set_id: object, item_id: ItemID) -> None:
         if str(set_id) in self._members:
-            self._change(str(set_id), (), self._item_members.get(item_id, ()))
+            self._change(str(set_id), (), self._members_of(str(set_id), item_id))

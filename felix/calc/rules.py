@@ -53,6 +53,10 @@ class IPSetDef:
     set_id: str
     selector: Optional[Selector] = None
     nets: frozenset[str] = frozenset()
+    # Named-port set: (IANA protocol, port name); members are "<ip>,<port>"
+    # for every address of every item the selector matches that has a port of
+    # that name and protocol.
+    named_port: Optional[tuple[int, str]] = None
 
     @property
     def is_selector(self) -> bool:
@@ -77,6 +81,13 @@ class ParsedRule:
     src_not_nets: tuple[str, ...] = ()  # ... and in none of these
     dst_nets: tuple[str, ...] = ()
     dst_not_nets: tuple[str, ...] = ()
+    # Named ports, as named-port set ids (``p:<hash>``): a named port in
+    # ``ports`` is one more alternative next to the numeric ones; in
+    # ``notPorts`` one more exclusion.
+    src_named_sets: tuple[str, ...] = ()
+    src_not_named_sets: tuple[str, ...] = ()
+    dst_named_sets: tuple[str, ...] = ()
+    dst_not_named_sets: tuple[str, ...] = ()
     src_ports: tuple[PortRange, ...] = ()
     src_not_ports: tuple[PortRange, ...] = ()
     dst_ports: tuple[PortRange, ...] = ()
@@ -202,7 +213,7 @@ def _port_ranges(ports: Optional[list[Any]]) -> tuple[tuple[PortRange, ...], tup
     return tuple(ranges), tuple(named)
 
 
-def _protocol_number(p: Any) -> Optional[int]:
+def protocol_number(p: Any) -> Optional[int]:
     if p is None:
         return None
     if isinstance(p, int):
@@ -217,6 +228,19 @@ def _nets_versions(nets: Iterable[str]) -> set[int]:
 class _SetCollector:
     def __init__(self) -> None:
         self.sets: dict[str, IPSetDef] = {}
+
+    def named_ports(self, selector: Optional[str], protocol: Optional[int],
+                    names: tuple[str, ...]) -> tuple[str, ...]:
+        if not names or protocol is None:
+            return ()
+        sel = parse_selector(selector or "all()")
+        out = []
+        for name in names:
+            digest = hashlib.sha224(f"p:{sel.canonical}|{protocol}|{name}".encode()).digest()
+            sid = "p:" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            self.sets.setdefault(sid, IPSetDef(sid, selector=sel, named_port=(protocol, name)))
+            out.append(sid)
+        return tuple(out)
 
     def selector(self, text: Optional[str]) -> tuple[str, ...]:
         if not text:
@@ -265,8 +289,7 @@ def parse_rule(rule: Any, namespace: Optional[str], sets: _SetCollector) -> Pars
     src_not_ports, src_not_named = _port_ranges(rule.source.not_ports)
     dst_ports, dst_named = _port_ranges(rule.destination.ports)
     dst_not_ports, dst_not_named = _port_ranges(rule.destination.not_ports)
-    if src_named or dst_named or src_not_named or dst_not_named:
-        unsupported.append("named ports")
+    protocol = protocol_number(rule.protocol)
     if rule.source.services is not None or rule.destination.services is not None:
         unsupported.append("service matches")
 
@@ -275,8 +298,8 @@ def parse_rule(rule: Any, namespace: Optional[str], sets: _SetCollector) -> Pars
     return ParsedRule(
         action=rule.action,
         versions=tuple(sorted(versions)),
-        protocol=_protocol_number(rule.protocol),
-        not_protocol=_protocol_number(rule.not_protocol),
+        protocol=protocol,
+        not_protocol=protocol_number(rule.not_protocol),
         icmp_type=icmp.type if icmp else None,
         icmp_code=icmp.code if icmp else None,
         not_icmp_type=not_icmp.type if not_icmp else None,
@@ -289,6 +312,10 @@ def parse_rule(rule: Any, namespace: Optional[str], sets: _SetCollector) -> Pars
         src_not_nets=_nets(rule.source.not_nets),
         dst_nets=_nets(rule.destination.nets),
         dst_not_nets=_nets(rule.destination.not_nets),
+        src_named_sets=sets.named_ports(src_pos, protocol, src_named),
+        src_not_named_sets=sets.named_ports(src_pos, protocol, src_not_named),
+        dst_named_sets=sets.named_ports(dst_pos, protocol, dst_named),
+        dst_not_named_sets=sets.named_ports(dst_pos, protocol, dst_not_named),
         src_ports=src_ports,
         src_not_ports=src_not_ports,
         dst_ports=dst_ports,

@@ -16,7 +16,8 @@ Layout of ``table inet <name>`` (upstream's table is ``calico``)::
   fw-<iface> / tw-<iface>   per endpoint: tiers -> policies -> profiles
   po-<policy> / pi-<policy> per active policy and direction
   pro-<profile> / pri-<profile>
-  sets s4-/s6-<selector hash> (s4i-/s6i- once they hold CIDRs), n4-/n6-<hash>
+  sets s4-/s6-<selector hash> (s4i-/s6i- once they hold CIDRs), p4-/p6-<hash>
+  (named ports: address . port), n4-/n6-<hash>
   for CIDR lists longer than 8 (shorter ones are matched inline), wl-ifaces,
   all-ipam-pools, masq-ipam-pools (+ -v6)
 
@@ -57,6 +58,7 @@ TO_WL_MAP = "to-wl-dispatch"
 WL_IFACES = "wl-ifaces"
 V4, V6 = SetType("ipv4_addr", interval=True), SetType("ipv6_addr", interval=True)
 H4, H6 = SetType("ipv4_addr"), SetType("ipv6_addr")
+P4, P6 = SetType("ipv4_addr . inet_service"), SetType("ipv6_addr . inet_service")
 Owner = tuple[str, str]  # ("policy", id) | ("profile", id)
 
 
@@ -165,7 +167,24 @@ class NftablesDataplane:
     def _selector_set_name(self, set_id: str, version: int) -> str:
         return render.set_name(set_id, version, interval=set_id in self._interval)
 
+    def _write_named_port_set(self, set_id: str) -> None:
+        names: set[str] = set()
+        for v in self.versions:
+            name = render.set_name(set_id, v)
+            names.add(name)
+            elems = []
+            for m in self._members[set_id]:
+                ip, _, port = m.rpartition(",")
+                if ipaddress.ip_address(ip).version == v:
+                    elems.append(f"{ip} . {port}")
+            self.table.set_set(name, P4 if v == 4 else P6, elems)
+        self._set_names[set_id] = names
+        self._policy_changed = True
+
     def _write_set(self, set_id: str) -> None:
+        if set_id.startswith("p:"):
+            self._write_named_port_set(set_id)
+            return
         members = self._members[set_id]
         interval = any(not _is_host(m) for m in members)
         flipped = interval != (set_id in self._interval)
@@ -202,7 +221,8 @@ class NftablesDataplane:
                 if not versions:
                     continue
                 r = dataclasses.replace(r, versions=versions)
-            for sid in (*r.src_sets, *r.src_not_sets, *r.dst_sets, *r.dst_not_sets):
+            for sid in (*r.src_sets, *r.src_not_sets, *r.dst_sets, *r.dst_not_sets,
+                        *r.src_named_sets, *r.src_not_named_sets, *r.dst_named_sets, *r.dst_not_named_sets):
                 self._set_users.setdefault(sid, set()).add(owner)
             out.extend(render.render_rule(r, self.marks, self.config.log_prefix, in_profile, namer))
         self._owner_nets.setdefault(owner, set()).update(namer.used)

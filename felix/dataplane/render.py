@@ -100,7 +100,9 @@ INLINE_NETS_MAX = 8  # longer CIDR lists are matched through a named interval se
 class SetNamer(Protocol):
     """Chooses the nft set a rule refers to."""
 
-    def selector_set(self, set_id: str, version: int) -> str: ...
+    def selector_set(self, set_id: str, version: int) -> str:
+        """Selector and named-port sets."""
+        ...
 
     def nets_set(self, nets: tuple[str, ...], version: int) -> Optional[str]:
         """A named set for this CIDR list, or None to match it inline."""
@@ -139,6 +141,7 @@ def _matches_addresses(rule: ParsedRule) -> bool:
     return bool(
         rule.src_sets or rule.src_not_sets or rule.dst_sets or rule.dst_not_sets
         or rule.src_nets or rule.src_not_nets or rule.dst_nets or rule.dst_not_nets
+        or rule.src_named_sets or rule.src_not_named_sets or rule.dst_named_sets or rule.dst_not_named_sets
     )
 
 
@@ -210,12 +213,20 @@ def render_rule(rule: ParsedRule, marks: Marks, log_prefix: str = "calico-packet
                     common.append(f"{ip} {field} != @{named}")
                 else:
                     common.extend(f"{ip} {field} != {n}" for n in not_nets)
-        for field, ports, not_ports in (("sport", rule.src_ports, rule.src_not_ports),
-                                        ("dport", rule.dst_ports, rule.dst_not_ports)):
+        for field, addr, ports, not_ports, named, not_named in (
+            ("sport", "saddr", rule.src_ports, rule.src_not_ports, rule.src_named_sets, rule.src_not_named_sets),
+            ("dport", "daddr", rule.dst_ports, rule.dst_not_ports, rule.dst_named_sets, rule.dst_not_named_sets),
+        ):
             for r in merge_ranges(not_ports):
                 common.append(f"th {field} != {_port(r)}")
-            if ports:
-                alternatives.append([f"th {field} {_port(r)}" for r in merge_ranges(ports)])
+            if v is not None:
+                for sid in not_named:
+                    common.append(f"{ip} {addr} . th {field} != @{namer.selector_set(sid, v)}")
+            if ports or named:
+                options = [f"th {field} {_port(r)}" for r in merge_ranges(ports)]
+                if v is not None:
+                    options += [f"{ip} {addr} . th {field} @{namer.selector_set(sid, v)}" for sid in named]
+                alternatives.append(options)
         for combo in itertools.product(*alternatives):
             out.append(" ".join([*common, *combo, verdict]))
     return out

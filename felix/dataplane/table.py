@@ -39,7 +39,7 @@ UNKNOWN: Any = object()  # programmed content unknown: rewrite it whole
 
 @dataclass(frozen=True)
 class SetType:
-    type: str  # "ipv4_addr", "ipv6_addr", "ifname"
+    type: str  # "ipv4_addr", "ipv6_addr", "ifname", "ipv4_addr . inet_service"
     interval: bool = False
 
     def declaration(self) -> str:
@@ -49,6 +49,9 @@ class SetType:
     @property
     def is_ip(self) -> bool:
         return self.type in ("ipv4_addr", "ipv6_addr")
+
+    def quote(self, element: str) -> str:
+        return f'"{element}"' if self.type == "ifname" else element
 
 
 def rule_comment(chain: str, index: int, rule: str) -> str:
@@ -170,7 +173,7 @@ class Table:
 
     def _elements(self, name: str, elems: Iterable[str], set_type: SetType) -> list[str]:
         items = sorted(elems)
-        quote = (lambda e: e) if set_type.is_ip else _quote_ifname
+        quote = set_type.quote
         return [
             f"add element {self.ref} {name} {{ {', '.join(quote(e) for e in items[i:i + ELEMENT_CHUNK])} }}"
             for i in range(0, len(items), ELEMENT_CHUNK)
@@ -242,7 +245,7 @@ class Table:
                 have = frozenset()
             removed = have - want
             if removed:
-                quote = (lambda e: e) if st.is_ip else _quote_ifname
+                quote = st.quote
                 items = sorted(removed)
                 for i in range(0, len(items), ELEMENT_CHUNK):
                     lines.append(
@@ -451,9 +454,17 @@ def _map_entries(elems: list[Any]) -> dict[str, str]:
     return out
 
 
+def _element_text(e: Any) -> str:
+    if isinstance(e, dict) and "elem" in e:
+        e = e["elem"].get("val", e)
+    if isinstance(e, dict) and "concat" in e:
+        return " . ".join(str(part) for part in e["concat"])
+    return str(e)
+
+
 def _normalize_elements(elems: list[Any], st: SetType) -> frozenset[str]:
     if not st.is_ip:
-        return frozenset(str(e) for e in elems)
+        return frozenset(_element_text(e) for e in elems)
     nets: list[Any] = []
     for e in elems:
         if isinstance(e, dict) and "elem" in e:

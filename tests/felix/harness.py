@@ -37,6 +37,7 @@ AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.py")
 FELIX = os.path.join(REPO, ".venv", "bin", "calico-felix")
 PORTS = (80, 81)
 FLOOD_PORT = 9000
+NAMED_PORTS = [{"name": "web", "protocol": "TCP", "port": 80}, {"name": "alt", "protocol": "UDP", "port": 81}]
 POLICY_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy", "Tier", "NetworkSet", "GlobalNetworkSet")
 
 Probe = tuple[str, int]  # ("tcp", 80), ("udp", 81), ("icmp", 0)
@@ -339,6 +340,7 @@ class Cluster:
                 pod.wep = kv.key.name
                 value = kv.value
                 value["metadata"].setdefault("labels", {})["pod"] = pod.name
+                value["spec"]["ports"] = NAMED_PORTS  # as the Kubernetes datastore maps container ports
                 self.backend.update(kv.key, value, kv.revision)
         assert pod.wep, f"no WorkloadEndpoint for {pod.label}"
 

@@ -325,6 +325,28 @@ def test_graph_survives_an_invalid_resource() -> None:
     assert set(sink.policies) == {"np/x/good"}
 
 
+def test_graph_named_ports() -> None:
+    sink = Sink()
+    g = CalcGraph(NODE, sink)
+    a = wep("x", "a", "10.0.0.1", {"app": "web"})
+    assert a.value is not None
+    a.value["spec"]["ports"] = [{"name": "http", "protocol": "TCP", "port": 8080},
+                                {"name": "http", "protocol": "UDP", "port": 9999}]
+    remote = wep("y", "r", "10.0.9.9", {"app": "web"}, node="other")
+    assert remote.value is not None
+    remote.value["spec"]["ports"] = [{"name": "http", "protocol": "TCP", "port": 80}]
+    g.on_updates([profile("x"), a, remote, np("x", "p", {"selector": "all()", "ingress": [
+        {"action": "Allow", "protocol": "TCP", "destination": {"ports": [443, "http"]}}]})])
+    g.flush()
+    rule = sink.policies["np/x/p"].ingress[0]
+    assert rule.dst_ports == ((443, 443),) and len(rule.dst_named_sets) == 1
+    assert sink.sets[rule.dst_named_sets[0]] == {"10.0.0.1,8080", "10.0.9.9,80"}
+    remote.value["spec"]["ports"] = [{"name": "http", "protocol": "TCP", "port": 81}]
+    g.on_updates([remote])
+    g.flush()
+    assert sink.sets[rule.dst_named_sets[0]] == {"10.0.0.1,8080", "10.0.9.9,81"}
+
+
 def test_graph_ignores_host_endpoint_only_policies() -> None:
     sink = Sink()
     g = CalcGraph(NODE, sink)

@@ -114,6 +114,12 @@ SCENARIOS = [
         lambda s, d, proto, port: not is_(d, "x/a") or (proto, port) in (("udp", 80), ("tcp", 81)),
     ),
     Scenario(
+        "k8s named ports: x admits TCP 'web' (80) and UDP 'alt' (81)",
+        lambda c: [c.k8s_policy("x", "named", {
+            "podSelector": {}, "ingress": [{"ports": [{"port": "web"}, {"protocol": "UDP", "port": "alt"}]}]})],
+        lambda s, d, proto, port: d.ns != "x" or (proto, port) in (("tcp", 80), ("udp", 81)),
+    ),
+    Scenario(
         "k8s egress from x/a only to two CIDRs (y/b, z/c)",
         lambda c: [c.k8s_policy("x", "egress-cidr", {
             "podSelector": pod_sel("a"), "policyTypes": ["Egress"],

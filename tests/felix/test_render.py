@@ -55,7 +55,12 @@ def test_render_rule_variants() -> None:
     many = tuple(f"10.{i}.0.0/16" for i in range(render.INLINE_NETS_MAX + 1))
     (text,) = render.render_rule(ParsedRule("Deny", versions=(4,), dst_not_nets=many), MARKS)
     assert text.startswith("ip daddr != @n4-") and text.endswith(" drop")
-    assert render.render_rule(ParsedRule("Allow", unsupported="named ports"), MARKS) == []
+    named = ParsedRule("Allow", versions=(4,), protocol=6, dst_ports=((443, 443),), dst_named_sets=("p:h",),
+                       dst_not_named_sets=("p:x",))
+    assert render.render_rule(named, MARKS) == [
+        f"meta l4proto tcp ip daddr . th dport != @p4-x th dport 443 {allow}",
+        f"meta l4proto tcp ip daddr . th dport != @p4-x ip daddr . th dport @p4-h {allow}"]
+    assert render.render_rule(ParsedRule("Allow", unsupported="service matches"), MARKS) == []
 
 
 def test_render_endpoint_chain_tiers_and_profiles() -> None:
@@ -159,6 +164,7 @@ def test_table_against_the_kernel_detects_and_repairs_drift(kernel_table) -> Non
     t = Table(nft, name)
     t.set_set("s4-a", SetType("ipv4_addr", True), ["10.0.0.1", "10.1.0.0/16"])
     t.set_set("ifs", SetType("ifname"), ["caliunit1"])
+    t.set_set("p4-a", SetType("ipv4_addr . inet_service"), ["10.0.0.1 . 80", "10.0.0.2 . 8080"])
     t.set_map("disp", "type ifname : verdict;", {"caliunit1": "jump ep"})
     t.set_chain("ep", ["ip saddr @s4-a accept", "drop"])
     t.apply()

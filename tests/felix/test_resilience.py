@@ -45,6 +45,8 @@ def test_health_and_metrics(cluster: Cluster) -> None:
     assert m["felix_resyncs_started"] >= 1
     assert m["felix_int_dataplane_apply_time_seconds_count"] >= 1
     assert "felix_active_local_policies" in m
+    # Nothing drifted so far: every periodic check found the table (and routes) as programmed.
+    assert m["felix_dataplane_repairs"] == 0
     cluster.sync(cluster.apply_all([deny_x(cluster)]))
     assert f.metrics()["felix_active_local_policies"] == 1
 
