@@ -122,7 +122,7 @@ def _result(ctx: Context, pod: dataplane.PodNetwork) -> dict[str, Any]:
         ],
         "ips": [{"address": a, "interface": 1} for a in pod.addresses],
         "routes": routes,
-        "dns": ctx.conf.dns.model_dump(exclude_none=True, exclude_defaults=True) if ctx.conf.dns else {},
+        "dns": ctx.conf.dns.to_result() if ctx.conf.dns else {},
     }
     return convert_result(result, ctx.conf.cni_version)
 

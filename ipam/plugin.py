@@ -56,7 +56,7 @@ class Context:
     @property
     def ipam_extra(self) -> dict[str, Any]:
         ipam = self.conf.ipam
-        return dict(ipam.model_extra or {}) if ipam is not None else {}
+        return dict(ipam.extra) if ipam is not None else {}
 
     @property
     def release_empty_for(self) -> str | None:
