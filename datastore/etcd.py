@@ -422,8 +422,10 @@ class EtcdWatch:
                     raise Unavailable(f"etcd cancelled the watch: {result.get('cancel_reason', '')}")
         except Compacted:
             return
-        except (OSError, ValueError) as exc:
-            # includes socket.timeout after IDLE_TIMEOUT without a byte
+        except (OSError, ValueError, AttributeError) as exc:
+            # OSError includes socket.timeout after IDLE_TIMEOUT without a
+            # byte; http.client raises AttributeError/ValueError when the
+            # stream is closed under it from another thread (close()).
             if self._closed:
                 return
             raise Unavailable("etcd watch stream broke", _short(exc)) from exc
