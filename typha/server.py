@@ -1,0 +1,224 @@
+"""Typha's sync server: one asyncio TCP listener fanning a SnapshotCache out to clients.
+
+Per connection: handshake (hello within the handshake timeout), snapshot, the
+cache's sync status, then deltas from a bounded queue. A client whose queue
+fills or whose socket does not drain within the write timeout is disconnected;
+other clients never wait on it. Pings go both ways; a client silent for longer
+than the pong timeout is dropped. Bad or oversized frames close that
+connection only.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import ssl
+import time
+from typing import Any
+
+from typha import proto
+from typha.cache import SnapshotCache
+from typha.config import TyphaConfig
+from typha.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_conn_ids = itertools.count(1)
+
+
+def server_ssl_context(cfg: TyphaConfig) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cfg.server_cert_file, cfg.server_key_file)
+    ctx.load_verify_locations(cfg.ca_file)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def peer_allowed(cert: dict[str, Any] | None, cn: str, uri_san: str) -> bool:
+    """Upstream's rule: the client cert must match the CN or the URI SAN (either)."""
+    if not cert:
+        return False
+    if not cn and not uri_san:
+        return True
+    cns = {v for rdn in cert.get("subject", ()) for (k, v) in rdn if k == "commonName"}
+    uris = {v for (k, v) in cert.get("subjectAltName", ()) if k == "URI"}
+    return bool((cn and cn in cns) or (uri_san and uri_san in uris))
+
+
+class Connection:
+    def __init__(self, server: "SyncServer", reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.cfg = server.cfg
+        self.reader = reader
+        self.writer = writer
+        self.id = next(_conn_ids)
+        self.node = "?"
+        self.queue: asyncio.Queue[tuple[bytes, float | None]] = asyncio.Queue(self.cfg.client_queue_size)
+        self.closed = False
+        self.close_reason = ""
+        self.last_heard = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # Called by the cache on the loop.
+    def offer(self, frame: bytes, t0: float | None) -> None:
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait((frame, t0))
+        except asyncio.QueueFull:
+            self.server.metrics.slow_client_drops += 1
+            self.close("client fell behind (send queue full)")
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        log.info("closing connection %d (%s): %s", self.id, self.node, reason)
+        self.server.cache.subscribers.discard(self)
+        for task in self._tasks:
+            task.cancel()
+        transport = self.writer.transport
+        if transport is not None:
+            transport.abort()
+
+    async def _send(self, frame: bytes) -> None:
+        self.writer.write(frame)
+        await asyncio.wait_for(self.writer.drain(), self.cfg.write_timeout)
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.TimeoutError:
+            self.close("timeout")
+        except proto.ProtocolError as exc:
+            self.server.metrics.protocol_errors += 1
+            self.close(f"protocol error: {exc}")
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            self.close(f"connection lost: {exc!r}")
+        except asyncio.CancelledError:
+            self.close(self.close_reason or "cancelled")
+        finally:
+            self.close(self.close_reason or "done")
+            self.server.connections.discard(self)
+            self.server.metrics.connections = len(self.server.connections)
+
+    async def _run(self) -> None:
+        if self.server.tls:
+            cert = self.writer.get_extra_info("peercert")
+            if not peer_allowed(cert, self.cfg.client_cn, self.cfg.client_uri_san):
+                self.server.metrics.tls_rejects += 1
+                self.close("client certificate not allowed")
+                return
+        hello = await asyncio.wait_for(proto.read_frame(self.reader, self.cfg.max_frame_size), self.cfg.handshake_timeout)
+        if hello.get("type") != "hello":
+            raise proto.ProtocolError(f"expected hello, got {hello.get('type')!r}")
+        self.node = str(hello.get("node", "?"))
+        syncer_type = hello.get("syncerType", proto.SYNCER_FELIX)
+        if syncer_type != self.server.cache.syncer_type:
+            raise proto.ProtocolError(f"unsupported syncer type {syncer_type!r}")
+        self.last_heard = time.monotonic()
+        await self._send(proto.encode({"type": "serverHello", "version": proto.PROTOCOL_VERSION,
+                                       "syncerType": syncer_type, "connId": self.id}))
+        # Snapshot and subscription in one step on the loop: no delta is missed or repeated.
+        cache = self.server.cache
+        snapshot = cache.snapshot_frames()
+        status = proto.encode({"type": "status", "status": cache.status.value})
+        cache.subscribers.add(self)
+        log.info("connection %d: node %s, sending snapshot of %d KVs", self.id, self.node, len(cache.kvs))
+        self._tasks = [
+            asyncio.ensure_future(self._writer_loop(snapshot + [status])),
+            asyncio.ensure_future(self._reader_loop()),
+            asyncio.ensure_future(self._ping_loop()),
+        ]
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _writer_loop(self, initial: list[bytes]) -> None:
+        for frame in initial:
+            await self._send(frame)
+        metrics = self.server.metrics
+        while True:
+            frame, t0 = await self.queue.get()
+            await self._send(frame)
+            if t0 is not None:
+                metrics.fanout_latency.observe(time.monotonic() - t0)
+
+    async def _reader_loop(self) -> None:
+        while True:
+            msg = await proto.read_frame(self.reader, self.cfg.max_frame_size)
+            self.last_heard = time.monotonic()
+            kind = msg["type"]
+            if kind == "ping":
+                self.offer(proto.encode({"type": "pong", "ts": msg.get("ts")}), None)
+            elif kind == "pong":
+                pass
+            else:
+                raise proto.ProtocolError(f"unexpected message {kind!r}")
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.ping_interval)
+            if time.monotonic() - self.last_heard > self.cfg.pong_timeout:
+                self.close_reason = "no pong within the pong timeout"
+                return
+            self.offer(proto.encode({"type": "ping", "ts": time.time()}), None)
+
+
+class SyncServer:
+    def __init__(self, cfg: TyphaConfig, cache: SnapshotCache, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.cache = cache
+        self.metrics = metrics
+        self.connections: set[Connection] = set()
+        self.tls = cfg.tls_enabled
+        self._server: asyncio.AbstractServer | None = None
+        self._shedder: asyncio.Task[None] | None = None
+        self.target_connections = cfg.connection_target or cfg.max_connections_upper_limit
+        self.port = cfg.server_port
+
+    async def start(self) -> None:
+        ctx = server_ssl_context(self.cfg) if self.tls else None
+        self._server = await asyncio.start_server(
+            self._accept, self.cfg.server_host, self.cfg.server_port, ssl=ctx,
+            ssl_handshake_timeout=self.cfg.handshake_timeout if ctx else None,
+            backlog=1024, limit=2 ** 20,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._shedder = asyncio.ensure_future(self._shed_loop())
+        log.info("Typha listening on %s:%d (tls=%s)", self.cfg.server_host, self.port, self.tls)
+
+    async def stop(self) -> None:
+        if self._shedder is not None:
+            self._shedder.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close("server stopping")
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.connections) >= self.cfg.max_connections_upper_limit:
+            self.metrics.rejected_connections += 1
+            log.warning("at the connection limit (%d): refusing", self.cfg.max_connections_upper_limit)
+            transport = writer.transport
+            if transport is not None:
+                transport.abort()
+            return
+        conn = Connection(self, reader, writer)
+        self.connections.add(conn)
+        self.metrics.connections = len(self.connections)
+        self.metrics.connections_accepted += 1
+        await conn.run()
+
+    async def _shed_loop(self) -> None:
+        """Above the target, drop one random connection per interval so clients rebalance."""
+        while True:
+            await asyncio.sleep(self.cfg.connection_drop_interval)
+            if len(self.connections) > self.target_connections:
+                victim = random.choice(list(self.connections))
+                self.metrics.shed_connections += 1
+                victim.close(f"shedding load: {len(self.connections)} > target {self.target_connections}")
