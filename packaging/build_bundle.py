@@ -104,15 +104,18 @@ def pyinstaller(mode: str, workdir: str) -> str:
     return out
 
 
+PRUNE_AGE = 3600.0  # seconds: a test session may still be using a bundle built or reused this recently
+
+
 def prune(mode: str, keep: int, current: str) -> None:
-    """Drop all but the newest ``keep`` bundles of this mode."""
+    """Drop bundles of this mode beyond the newest ``keep`` that nobody built or reused for an hour."""
     entries = []
     for name in os.listdir(DIST):
         path = os.path.join(DIST, name)
         if name.startswith(f"{mode}-") and os.path.isdir(path) and not os.path.islink(path):
             entries.append((os.path.getmtime(path), path))
-    for _, path in sorted(entries, reverse=True)[keep:]:
-        if path != current:
+    for mtime, path in sorted(entries, reverse=True)[keep:]:
+        if path != current and time.time() - mtime > PRUNE_AGE:
             shutil.rmtree(path, ignore_errors=True)
 
 
