@@ -46,6 +46,10 @@ class KubernetesBackend:
     builds it, or ``KubernetesBackend(kubeconfig="...")``.
     """
 
+    # IPAMConfigKey and ResourceKey("IPAMConfiguration", "default") are the
+    # same object here (the ipamconfigs CR "default"): reading one is enough.
+    ipam_config_is_resource = True
+
     def __init__(self, config: Any = None, *, kubeconfig: str | None = None,
                  api_endpoint: str | None = None, timeout: float | None = None,
                  transport: Transport | str | None = None) -> None:

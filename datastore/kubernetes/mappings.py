@@ -267,8 +267,15 @@ class WorkloadEndpoints(Mapping):
             raise NotFound(key)  # e.g. the name's node is not the pod's node
         return kv
 
+    @staticmethod
+    def _node_query(options: ListOptions) -> dict[str, Any]:
+        """One node's pods only, server-side (a ``node`` field on ListOptions,
+        when the caller's ListOptions has one)."""
+        node = getattr(options, "node", None)
+        return {"fieldSelector": f"spec.nodeName={node}"} if node else {}
+
     def list(self, options: ListOptions) -> ListResult:
-        items, revision = self._list(self._pod_path(options.namespace), options)
+        items, revision = self._list(self._pod_path(options.namespace), options, self._node_query(options))
         accept = _name_filter(options)
         out = [kv for kv in (self._kv(p) for p in items if native.is_calico_pod(p)) if accept(kv.key)]
         return ListResult(out, revision)
@@ -312,7 +319,8 @@ class WorkloadEndpoints(Mapping):
             kv = self._kv(pod)
             return [(kv.key, kv.value)]
 
-        return [Source(self._pod_path(options.namespace), {}, convert, _name_filter(options))]
+        return [Source(self._pod_path(options.namespace), self._node_query(options), convert,
+                       _name_filter(options))]
 
 
 # -- Namespaces and ServiceAccounts as Profiles ------------------------------------------

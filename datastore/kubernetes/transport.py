@@ -243,6 +243,7 @@ class KubeClientTransport:
 
     def _call(self, method: str, path: str, query: dict[str, Any] | None, body: Any,
               content_type: str | None, timeout: Any) -> Any:
+        """One request; returns the (unread) urllib3 response of a 2xx."""
         from kubernetes.client.rest import ApiException
         import urllib3
 
@@ -252,20 +253,30 @@ class KubeClientTransport:
         params = [(k, ("true" if v is True else "false" if v is False else v))
                   for k, v in (query or {}).items() if v is not None and v != ""]
         try:
-            return self._api.call_api(
-                path, method, query_params=params, header_params=headers, body=body,
-                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
-            )[0]
+            method, url, headers, body, _ = self._api.param_serialize(
+                method=method, resource_path=path, query_params=params, header_params=headers,
+                body=body, auth_settings=["BearerToken"],
+            )
+            resp = self._api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
         except ApiException as exc:
-            raise ApiError(exc.status or 0, _decode((exc.body or b"") if isinstance(exc.body, bytes)
+            raise ApiError(exc.status or 0, _decode(exc.body if isinstance(exc.body, bytes)
                                                     else (exc.body or "").encode()), method, path) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unavailable(f"Kubernetes API {self.server} unreachable", _short(exc)) from None
+        raw = resp.response  # urllib3 response, not yet read (preload_content=False)
+        if resp.status >= 400:
+            data = raw.data
+            raw.release_conn()
+            raise ApiError(resp.status, _decode(data), method, path)
+        return raw
 
     def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
                 body: Any = None, content_type: str = JSON) -> dict[str, Any]:
-        resp = self._call(method, path, query, body, content_type, self._timeout)
-        return _decode(resp.data) or {}
+        raw = self._call(method, path, query, body, content_type, self._timeout)
+        try:
+            return _decode(raw.data) or {}
+        finally:
+            raw.release_conn()
 
     def stream(self, path: str, query: dict[str, Any]) -> "_KubeClientStream":
         resp = self._call("GET", path, query, None, None, (self._timeout, _HttpStream.IDLE_TIMEOUT))
