@@ -131,8 +131,10 @@ class Daemon:
         self.health.report("felix-startup", ready=False, detail="waiting for datastore sync")
         if cfg.health_enabled:
             self._servers.append(health.serve(self.health, cfg.health_host, cfg.health_port))
-        self.syncer = Syncer(
-            self.backend,
+        from felix.typha import make_syncer  # Typha when TyphaAddr is set
+
+        self.syncer = make_syncer(
+            self.env, self.hostname, self.backend,
             [ListOptions(k) for k in WATCHED_KINDS],
             lambda updates: self._queue.put(("updates", updates)),
             lambda status: self._queue.put(("status", status)),

@@ -1,8 +1,8 @@
 """The in-memory snapshot of one syncer type, owned by the server's event loop.
 
 Updates arrive from the datastore syncer's thread (``feed`` / ``feed_status``)
-and are applied on the loop: value-identical updates are dropped, the rest are
-encoded once as a ``kvs`` frame and offered to every subscriber.
+and are applied on the loop: exact repeats (same revision and value) are dropped,
+the rest are encoded once as a ``kvs`` frame and offered to every subscriber.
 """
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ class SnapshotCache:
                     continue
                 del self.kvs[path]
             else:
-                if current is not None and current[1] == u.value:
+                # Exact repeats only: a value-identical write with a new revision is still
+                # passed on, so consumers can track the datastore revision they have seen.
+                if current is not None and current == (u.revision, u.value):
                     self.updates_skipped += 1
                     continue
                 self.kvs[path] = (u.revision, u.value)
