@@ -20,6 +20,12 @@ pycalico additions: ``NftablesTableName`` (default ``calico``; tests use a
 unique one) and ``UnknownInterfaceAction`` (``Drop`` as upstream: traffic of
 a ``cali*`` interface that is not a known endpoint is dropped; ``Return``
 leaves such interfaces alone, for hosts shared with other CNI tests).
+
+Data plane: ``NftablesMode`` ``Enabled`` selects nftables, ``Disabled``
+iptables (``IptablesBackend`` Legacy | NFT | Auto picks the variant).
+Upstream's ``Auto`` follows kube-proxy's mode; pycalico's ``Auto`` keeps
+nftables (see :func:`use_nftables`). ``IptablesLockTimeoutSecs`` bounds the
+``--wait`` for the xtables lock.
 """
 from __future__ import annotations
 
@@ -76,7 +82,9 @@ PARAMS: tuple[Param, ...] = (
     Param("ChainInsertMode", "upper", "INSERT", choices=("INSERT", "APPEND")),
     Param("IptablesMarkMask", "int", 0xFFFF0000),
     Param("NftablesMarkMask", "int", 0xFFFF0000),
-    Param("NftablesMode", "str", "Auto"),
+    Param("NftablesMode", "str", "Auto"),  # Enabled | Disabled (iptables) | Auto (= nftables here)
+    Param("IptablesBackend", "str", "Auto"),  # Legacy | NFT | Auto
+    Param("IptablesLockTimeoutSecs", "seconds", 10.0),
     Param("DisableConntrackInvalidCheck", "bool", False),
     Param("IPv6Support", "bool", True),
     Param("LogPrefix", "str", "calico-packet"),
@@ -97,6 +105,11 @@ PARAMS: tuple[Param, ...] = (
 _BY_LOWER = {p.name.lower(): p for p in PARAMS}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def use_nftables(cfg: "FelixConfig") -> bool:
+    """The data plane switch: only ``NftablesMode=Disabled`` selects iptables."""
+    return str(cfg.nftables_mode).strip().lower() != "disabled"
 
 
 def parse_duration(value: Any) -> float:

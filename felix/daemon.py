@@ -16,6 +16,7 @@ delivers only the differences, so working rules are never flushed.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -28,7 +29,9 @@ from datastore.keys import ListOptions, ResourceKey
 from datastore.syncer import SyncStatus, Syncer, Update
 from felix import health, metrics
 from felix.calc.graph import CalcGraph, LocalEndpoint
-from felix.config import FelixConfig, load_config
+from felix.config import FelixConfig, load_config, use_nftables
+from felix.dataplane.ipsets import IpsetError
+from felix.dataplane.iptables import IptablesError
 from felix.dataplane.nft import Nft, NftError
 from felix.dataplane.nftables import DataplaneConfig, NftablesDataplane
 from felix.dataplane.routes import RouteManager
@@ -53,6 +56,7 @@ DYNAMIC_PARAMS = {
     "ReportingTTL", "IpsetsRefreshInterval", "InterfaceRefreshInterval",
 }
 LIVENESS_TIMEOUT = 30.0
+DATAPLANE_ERRORS = (NftError, IptablesError, IpsetError)
 
 
 def dataplane_config(cfg: FelixConfig) -> DataplaneConfig:
@@ -105,7 +109,7 @@ class Daemon:
         self._stop = threading.Event()
         self._servers: list[Any] = []
         self._felix_configs: dict[str, dict[str, Any]] = {}
-        self.dataplane: Optional[NftablesDataplane] = None
+        self.dataplane: Optional[Any] = None  # NftablesDataplane | IptablesDataplane
         self.routes: Optional[RouteManager] = None
         self.graph: Optional[CalcGraph] = None
         self.syncer: Optional[Syncer] = None
@@ -191,7 +195,7 @@ class Daemon:
                 if self.sync_status != SyncStatus.IN_SYNC:
                     continue
                 self._start_dataplane(pending)
-                next_verify = time.monotonic() + self.config.nftables_refresh_interval
+                next_verify = time.monotonic() + self._refresh_interval()
                 next_routes = time.monotonic() + self.config.route_refresh_interval
             if pending:
                 self._process(pending)
@@ -199,7 +203,7 @@ class Daemon:
             now = time.monotonic()
             if self.dataplane is not None and now >= next_verify:
                 self._verify()
-                next_verify = now + max(0.5, self.config.nftables_refresh_interval)
+                next_verify = now + max(0.5, self._refresh_interval())
             if (self.dataplane is not None and self.dataplane.dirty
                     and (self._retry_at is None or now >= self._retry_at)):
                 self._apply()
@@ -230,16 +234,55 @@ class Daemon:
         if cfg.prometheus_metrics_enabled:
             self._servers.append(metrics.serve(self.metrics.registry, cfg.prometheus_metrics_host,
                                                cfg.prometheus_metrics_port))
-        self.dataplane = NftablesDataplane(dataplane_config(cfg), self._nft or Nft())
+        self.dataplane = self._make_dataplane(cfg)
         self.routes = RouteManager(protocol=cfg.device_route_protocol, ipv6=cfg.ipv6_support,
                                    ip_forwarding=cfg.ip_forwarding.lower() == "enabled")
         if cfg.route_sync_disabled:
             self.routes = None
         sink: Any = _Fanout(self.dataplane, self.routes) if self.routes else self.dataplane
         self.graph = CalcGraph(self.hostname, sink)
-        log.info("in sync with the datastore (%d resources): programming table inet %s via %s",
-                 len(snapshot), cfg.nftables_table_name, self.dataplane.table.nft.backend)
+        log.info("in sync with the datastore (%d resources): programming %s", len(snapshot), self._dp_name())
         self.health.report("felix-startup", ready=True, detail="")
+
+    def _refresh_interval(self) -> float:
+        if use_nftables(self.config):
+            return float(self.config.nftables_refresh_interval)
+        return float(self.config.iptables_refresh_interval)
+
+    def _dp_name(self) -> str:
+        if isinstance(self.dataplane, NftablesDataplane):
+            return f"table inet {self.config.nftables_table_name} via {self.dataplane.table.nft.backend}"
+        return f"cali- chains via {getattr(self.dataplane, 'backend', '?')}-restore"
+
+    def _make_dataplane(self, cfg: FelixConfig) -> Any:
+        """The data plane chosen by NftablesMode; the other back end's rules go."""
+        from felix.dataplane import iptables_dataplane as ipt
+
+        if use_nftables(cfg):
+            try:
+                removed = ipt.remove_iptables_state(cfg.iptables_lock_timeout_secs)
+                if removed:
+                    log.info("removed iptables data plane leftovers: %s", ", ".join(removed[:20]))
+            except (DATAPLANE_ERRORS + (OSError,)) as exc:
+                log.warning("could not remove iptables leftovers: %s", exc)
+            return NftablesDataplane(dataplane_config(cfg), self._nft or Nft())
+        from felix.dataplane.iptables import detect_backend
+
+        variant = detect_backend(cfg.iptables_backend)
+        nft = self._nft or Nft()
+        ref = f"inet {cfg.nftables_table_name}"
+        try:
+            nft.run(f"add table {ref}\ndelete table {ref}\n")
+        except NftError as exc:
+            log.warning("could not remove nftables table %s: %s", ref, exc)
+        try:
+            ipt.remove_other_variant(variant, cfg.iptables_lock_timeout_secs)
+        except (DATAPLANE_ERRORS + (OSError,)) as exc:
+            log.warning("could not clean the other iptables variant: %s", exc)
+        dp_cfg = dataclasses.replace(dataplane_config(cfg), mark_mask=cfg.iptables_mark_mask)
+        log.info("iptables data plane: backend %s (IptablesBackend=%s), chainInsertMode %s",
+                 variant, cfg.iptables_backend, cfg.chain_insert_mode)
+        return ipt.IptablesDataplane(dp_cfg, variant, cfg.chain_insert_mode, cfg.iptables_lock_timeout_secs)
 
     def _note_felix_config(self, u: Update) -> bool:
         key = u.key
@@ -307,11 +350,11 @@ class Daemon:
         t0 = time.perf_counter()
         try:
             ran = self.dataplane.apply()
-        except NftError as exc:
+        except DATAPLANE_ERRORS as exc:
             self._apply_failures += 1
             self.metrics.apply_failures.inc()
             self._retry_at = time.monotonic() + self._backoff
-            log.error("nftables update failed (attempt %d; full rewrite in %.1fs): %s\n%s",
+            log.error("dataplane update failed (attempt %d; full rewrite in %.1fs): %s\n%s",
                       self._apply_failures, self._backoff, exc, _excerpt(exc.script))
             self._backoff = min(self._backoff * 2, 10.0)
             return
@@ -340,13 +383,13 @@ class Daemon:
         assert self.dataplane is not None
         try:
             problems = self.dataplane.verify()
-        except (NftError, ValueError) as exc:
-            log.warning("could not read back table inet %s: %s", self.config.nftables_table_name, exc)
+        except (*DATAPLANE_ERRORS, ValueError) as exc:
+            log.warning("could not read back %s: %s", self._dp_name(), exc)
             return
         if problems:
             self.metrics.repairs.inc(len(problems))
             shown = "; ".join(problems[:10]) + (f"; ... ({len(problems)} in all)" if len(problems) > 10 else "")
-            log.warning("nftables table drifted, repairing: %s", shown)
+            log.warning("dataplane drifted, repairing: %s", shown)
 
 
 def _excerpt(script: str, lines: int = 20) -> str:

@@ -55,6 +55,19 @@ def nft(*args: str, check: bool = True) -> str:
     return proc.stdout
 
 
+def cali_chains(variant: str, version: int = 4) -> set[str]:
+    """Our iptables chains ("table/cali-...") in one variant ("legacy" | "nft")."""
+    from felix.dataplane.iptables import parse_save, save_text
+
+    saved = parse_save(save_text(variant, version))
+    return {f"{t}/{c}" for t, st in saved.items() for c in st.chains if c.startswith("cali-")}
+
+
+def cali_ipsets() -> set[str]:
+    out = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True).stdout
+    return {n for n in out.split() if n.startswith(("cali40", "cali60"))}
+
+
 def _links() -> set[str]:
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     return {line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line}
@@ -83,6 +96,7 @@ class FelixProcess:
             "FELIX_PROMETHEUSMETRICSHOST": "127.0.0.1",
             "FELIX_PROMETHEUSMETRICSPORT": str(self.metrics_port),
             "FELIX_NFTABLESREFRESHINTERVAL": "2",
+            "FELIX_IPTABLESREFRESHINTERVAL": "2",
             "FELIX_ROUTEREFRESHINTERVAL": "2",
             "FELIX_LOGFILEPATH": "none",
             "FELIX_LOGSEVERITYSCREEN": "Debug",
@@ -360,10 +374,29 @@ class Cluster:
             time.sleep(0.1)
         if nft_table_exists(self.table):
             nft("delete", "table", "inet", self.table, check=False)
+        if self.felix.env.get("FELIX_NFTABLESMODE", "").lower() == "disabled":
+            from felix.dataplane.iptables_dataplane import remove_iptables_state
+
+            remove_iptables_state()
         import shutil
 
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+
+    def use_dataplane(self, mode: str, **env: str) -> None:
+        """Restart Felix on another data plane: "nftables" (the default) or
+        "iptables" (``FELIX_NFTABLESMODE=Disabled``; ``env`` adds e.g.
+        ``FELIX_IPTABLESBACKEND``). The new Felix removes the old back end's rules."""
+        want = {"FELIX_NFTABLESMODE": "Disabled" if mode == "iptables" else "Enabled", **env}
+        if self.felix.running() and all(self.felix.env.get(k) == v for k, v in want.items()):
+            return
+        self.felix.stop()
+        for key in [k for k in self.felix.env if k.startswith("FELIX_IPTABLES") and k not in want]:
+            if key != "FELIX_IPTABLESREFRESHINTERVAL":
+                del self.felix.env[key]
+        self.felix.env.update(want)
+        self.felix.start()
+        self.felix.wait_ready()
 
     # -- datastore ---------------------------------------------------------------------------------
 

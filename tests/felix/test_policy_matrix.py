@@ -1,6 +1,8 @@
 """Policy truth table: 3 namespaces x 3 pods, TCP and UDP on two ports, every
 pod pair, real nftables programmed by a running Felix from a real etcd
 (in the style of the Kubernetes NetworkPolicy e2e suite and Cyclonus).
+Every scenario runs on both data planes (nftables, then iptables + ipset
+with ``FELIX_NFTABLESMODE=Disabled``) with the same expected matrix.
 
 Pods are labelled ``pod: a|b|c``; their namespaces ``ns: x|y|z`` (through the
 ``kns.<ns>`` profiles, so selectors see them as ``pcns.ns``). Each scenario
@@ -11,11 +13,12 @@ the expected matrix; a failing cell prints the probe that failed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.felix.harness import DEFAULT_PROBES, Cluster, Expect, Pod, Probe
+from felix.dataplane.iptables import detect_backend
+from tests.felix.harness import DEFAULT_PROBES, Cluster, Expect, Pod, Probe, cali_chains, nft_table_exists
 
 pytestmark = [pytest.mark.etcd, pytest.mark.netns]
 
@@ -237,8 +240,25 @@ SCENARIOS = [
 ]
 
 
+DATAPLANES = ("nftables", "iptables")
+
+
+@pytest.fixture(scope="module", params=DATAPLANES)
+def dataplane(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]:
+    """Felix on one data plane for a whole pass over the scenarios; back on
+    nftables (the default) afterwards for the other modules."""
+    cluster.use_dataplane(request.param)
+    chains = cali_chains(detect_backend("Auto"))
+    if request.param == "iptables":
+        assert "filter/cali-FORWARD" in chains and not nft_table_exists(cluster.table), chains
+    else:
+        assert not chains and nft_table_exists(cluster.table), chains
+    yield request.param
+    cluster.use_dataplane("nftables")
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_policy_matrix(cluster: Cluster, scenario: Scenario) -> None:
+def test_policy_matrix(cluster: Cluster, dataplane: str, scenario: Scenario) -> None:
     cluster.set_policies(scenario.build(cluster))
     result = cluster.probe_matrix(scenario.expect, scenario.probes)
     assert not result.wrong, result.describe(scenario.name) + "\n--- Felix log ---\n" + cluster.felix.log_tail(30)
