@@ -153,9 +153,15 @@ def test_rebuild_without_changes_is_a_cache_hit(bundle: str) -> None:
     # The first call rebuilds only if a source changed since the fixture built (shared checkout).
     first = subprocess.run([build], capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr
+    from build_bundle import build_hash
+
+    before = build_hash("onedir")
     start = time.monotonic()
     second = subprocess.run([build], capture_output=True, text=True, timeout=900)
+    elapsed = time.monotonic() - start
     assert second.returncode == 0, second.stderr
-    assert time.monotonic() - start < 10
+    if build_hash("onedir") != before or not first.stdout.strip().endswith(before):
+        pytest.skip("sources changed while the test ran (shared checkout being edited)")
+    assert elapsed < 10
     assert second.stdout == first.stdout and "up to date" in second.stderr
     assert os.path.realpath(os.path.join(os.path.dirname(second.stdout.strip()), "current")) == second.stdout.strip()
