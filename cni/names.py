@@ -40,17 +40,17 @@ class Workload:
     @property
     def host_ifname(self) -> str:
         """Host-side veth: ``cali`` + 11 hex of SHA-1("<namespace>.<pod>") for
-        pods, ``cali`` + the container ID's first 11 characters otherwise.
+        pods (upstream's name). For plain CNI containers upstream takes the
+        container ID's first 11 characters; runtimes such as ``ctr`` prefix IDs
+        with their namespace, which makes those collide, so we hash the ID.
         A second interface of the same workload gets its own hash."""
         if self.orchestrator == "k8s":
             seed = f"{self.namespace}.{self.pod}"
-            if self.ifname != "eth0":
-                seed += f".{self.ifname}"
-            return HOST_IFACE_PREFIX + hashlib.sha1(seed.encode()).hexdigest()[:11]
+        else:
+            seed = self.container_id
         if self.ifname != "eth0":
-            digest = hashlib.sha1(f"{self.container_id}.{self.ifname}".encode()).hexdigest()
-            return HOST_IFACE_PREFIX + digest[:11]
-        return HOST_IFACE_PREFIX + self.container_id[:11]
+            seed += f".{self.ifname}"
+        return HOST_IFACE_PREFIX + hashlib.sha1(seed.encode()).hexdigest()[:11]
 
     @property
     def handle_id_suffix(self) -> str:

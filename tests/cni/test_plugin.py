@@ -216,8 +216,11 @@ def test_bad_inputs_give_error_json_and_leave_nothing(case, calico, netconf, etc
         assert err["code"] == code, err
         assert err["msg"]
         assert "eth0" not in ns.run("ip", "link").stdout
-    # The host veth this container would have had ("cali" + container ID) is not there.
-    assert "calibad-input-c" not in cali_links()
+    # The host veth this container would have had is not there.
+    from cni.names import Workload
+
+    would_be = Workload.from_args("n", "bad-input-cid", "eth0", {}).host_ifname
+    assert would_be not in cali_links()
     assert allocations(etcd_backend) == []
     assert endpoints(etcd_backend) == []
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from cni.names import Workload
 from datastore.keys import ListOptions, ResourceKey
 
 
 def wep_name(node: str, container_id: str, iface: str = "eth0") -> str:
-    return "-".join(s.replace("-", "--") for s in (node, "cni", container_id, iface))
+    return Workload.from_args(node, container_id, iface, {}).endpoint_name
 
 
 def create_wep(backend: Any, node: str, container_id: str, addresses: list[str]) -> None:
@@ -25,7 +26,8 @@ def create_wep(backend: Any, node: str, container_id: str, addresses: list[str])
             "kind": "WorkloadEndpoint",
             "metadata": {"name": name, "namespace": "default"},
             "spec": {"orchestrator": "cni", "node": node, "containerID": container_id,
-                     "endpoint": "eth0", "interfaceName": "cali" + container_id[:11], "ipNetworks": nets},
+                     "endpoint": "eth0", "interfaceName": Workload.from_args(node, container_id, "eth0", {}).host_ifname,
+                     "ipNetworks": nets},
         },
     )
 

@@ -23,9 +23,8 @@ import time
 
 CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
 CTR = shutil.which("ctr") or "/usr/bin/ctr"
-# Short: ctr names the CNI attachment "<namespace>-<id>" and Calico names a
-# non-Kubernetes workload's host veth "cali" + the first 11 characters of it
-# (as upstream), so a long namespace would give every container the same veth.
+# ctr names the CNI attachment "<namespace>-<id>"; the host veth is named from
+# a hash of it (cni.names), so any namespace works.
 NAMESPACE = "pct"
 STATE_ROOT = "/run/containerd"  # containerd 1.6 puts shim sockets in <this>/s, whatever the config
 CNI_BIN = "/opt/cni/bin"

@@ -44,9 +44,11 @@ def test_two_containers_get_calico_addresses_and_ping(frozen_install, etcd_backe
         addresses = [eth0_address(ctrd, name) for name in names]
         assert all(a.startswith("10.126.") for a in addresses) and addresses[0] != addresses[1]
         assert len(allocated(etcd_backend)) == 2  # both from calico-ipam, recorded in etcd
-        # Upstream names a non-Kubernetes workload's host veth "cali" + the first
-        # 11 characters of the attachment id, which ctr makes "<namespace>-<id>".
-        host_ifs = {f"cali{(NAMESPACE + '-' + name)[:11]}" for name in names}
+        # A non-Kubernetes workload's host veth is named from the attachment id,
+        # which ctr makes "<namespace>-<id>" (cni.names.Workload.host_ifname).
+        from cni.names import Workload
+
+        host_ifs = {Workload.from_args("n", f"{NAMESPACE}-{name}", "eth0", {}).host_ifname for name in names}
         assert host_ifs <= cali_links()
         for src, dst in ((names[0], addresses[1]), (names[1], addresses[0])):
             ping = ctrd.exec(src, "ping", "-c", "2", "-W", "2", dst)
