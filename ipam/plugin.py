@@ -350,9 +350,11 @@ def cmd_status(args: CmdArgs) -> None:
 
 def cmd_gc(args: CmdArgs) -> None:
     ctx = _context(args)
-    raw = args.conf.get("cni.dev/valid-attachments")
+    # libcni sends null when the runtime knows no attachment of this network
+    # (cnitool gc): then nothing of this network on this node is valid.
+    raw = args.conf.get("cni.dev/valid-attachments") or []
     if not isinstance(raw, list):
-        raise CNIError(INVALID_NETWORK_CONFIG, "GC needs cni.dev/valid-attachments (a list)")
+        raise CNIError(INVALID_NETWORK_CONFIG, "cni.dev/valid-attachments must be a list")
     valid: set[tuple[str, str]] = set()
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("containerID"), str):
