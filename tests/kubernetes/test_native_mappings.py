@@ -195,20 +195,32 @@ def test_workload_endpoint_watch_follows_pods(kube_apiserver, kube_backend, ns) 
 
 def test_watch_resumes_across_server_timeouts_with_bookmarks(kube_apiserver, kube_backend) -> None:  # type: ignore[no-untyped-def]
     """The API server ends every watch after timeoutSeconds; the watch re-opens
-    from the newest revision it saw (bookmarks included) without the consumer
-    noticing."""
+    from the newest revision it saw, bookmarks included, without the consumer
+    noticing. Bookmarks move that revision past events the watch filters out."""
+    from datastore.kubernetes.mappings import Source
     from datastore.kubernetes.watch import KubeWatch
 
     options = ListOptions("IPPool")
     start = kube_backend.list(options).revision
-    sources = kube_backend._for_options(options).sources(options)
-    watch = KubeWatch(kube_backend.api, sources, start, timeout_seconds=2)
-    time.sleep(5)  # at least two server-side watch timeouts
+    mapping = kube_backend._for_options(options)
+    (src,) = mapping.sources(options)
+    # A watch whose filter excludes what we write: only bookmarks can advance it.
+    # The watch cache sends one 2 s before the watch's deadline.
+    filtered = Source(src.path, {"labelSelector": "pycalico-test=never"}, src.convert, src.accept)
+    quiet = KubeWatch(kube_backend.api, [filtered], start, timeout_seconds=5)
+    # A plain watch that the server times out twice before its event arrives.
+    watch = KubeWatch(kube_backend.api, [src], start, timeout_seconds=2)
+    unseen = kube_backend.create(ResourceKey("IPPool", "unseen"),
+                                 {"metadata": {"name": "unseen"}, "spec": {"cidr": "10.6.0.0/16"}})
+    time.sleep(8)
     kube_backend.create(ResourceKey("IPPool", "late"), {"metadata": {"name": "late"}, "spec": {"cidr": "10.5.0.0/16"}})
-    event = next(iter(watch))
+    events = iter(watch)
+    first, second = next(events), next(events)
     watch.close()
-    assert (event.type, event.key.name) == (EventType.PUT, "late")
-    print(f"bookmarks received: {watch.bookmarks}, revision {start} -> {watch.revision}")
+    quiet.close()
+    assert [(e.type, e.key.name) for e in (first, second)] == [(EventType.PUT, "unseen"), (EventType.PUT, "late")]
+    assert quiet.bookmarks >= 1 and int(quiet.revision) >= int(unseen.revision), (quiet.bookmarks, quiet.revision)
+    print(f"bookmarks: {quiet.bookmarks}; filtered watch revision {start} -> {quiet.revision}")
 
 
 def test_errors_are_typed_and_clear(kube_apiserver, kube_backend) -> None:  # type: ignore[no-untyped-def]
