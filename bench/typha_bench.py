@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import sys
 import threading
@@ -53,6 +54,26 @@ def etcd_metrics(endpoint: str) -> dict[str, float]:
     return out
 
 
+class RetryCounter(logging.Handler):
+    """Counts the syncers' "datastore unavailable, retrying" warnings (timeouts under load)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+RETRIES = RetryCounter()
+_syncer_log = logging.getLogger("datastore.syncer")
+_syncer_log.addHandler(RETRIES)
+_syncer_log.propagate = False
+_client_log = logging.getLogger("typha.client")
+_client_log.addHandler(RETRIES)
+_client_log.propagate = False
+
+
 class Counter:
     """A simulated Felix's consumer: counts keys, keeps no values."""
 
@@ -88,6 +109,7 @@ def run_mode(name: str, endpoint: str, n_clients: int, n_endpoints: int,
              make: Callable[[Counter, int], Any], steady_updates: int) -> dict[str, Any]:
     gc.collect()
     before = etcd_metrics(endpoint)
+    retries0 = RETRIES.count
     counters = [Counter() for _ in range(n_clients)]
     t0 = time.monotonic()
     clients = [make(c, i) for i, c in enumerate(counters)]
@@ -114,6 +136,7 @@ def run_mode(name: str, endpoint: str, n_clients: int, n_endpoints: int,
     return {
         "mode": name,
         "sync_s": sync_time,
+        "retries": RETRIES.count - retries0,
         "watchers": synced["watchers"],
         "sync_ranges": synced["ranges"] - before["ranges"],
         "sync_grpc": synced["grpc"] - before["grpc"],
@@ -128,6 +151,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--endpoints", type=int, default=10000)
     ap.add_argument("--steady-updates", type=int, default=40)
+    ap.add_argument("--timeout", type=float, default=300.0, help="etcd request timeout, direct mode")
     args = ap.parse_args()
     results = []
     with EtcdServer() as etcd:
@@ -137,7 +161,9 @@ def main() -> None:
         opts = [ListOptions(k) for k in FELIX_KINDS]
 
         def direct(c: Counter, i: int) -> Any:
-            syncer = Syncer(EtcdBackend(etcd.endpoint), opts, c.on_updates, c.on_status)
+            # A generous request timeout: with the default 5 s, 200 simultaneous full
+            # lists time out and retry for ever on 2 cores.
+            syncer = Syncer(EtcdBackend(etcd.endpoint, timeout=args.timeout), opts, c.on_updates, c.on_status)
             return syncer.start()
 
         results.append(run_mode("direct (1 syncer/Felix)", etcd.endpoint, args.clients, args.endpoints,
@@ -164,7 +190,7 @@ def main() -> None:
     print(f"\nTypha bench: {args.clients} simulated Felix clients, {args.endpoints} WorkloadEndpoints, "
           f"{args.steady_updates} steady-state updates, {os.cpu_count()} CPUs")
     cols = [("mode", "mode", "{}"), ("time to full snapshot at all clients (s)", "sync_s", "{:.2f}"),
-            ("etcd watchers", "watchers", "{:.0f}"), ("etcd Range reqs during sync", "sync_ranges", "{:.0f}"),
+            ("client timeouts/retries", "retries", "{:.0f}"), ("etcd watchers", "watchers", "{:.0f}"), ("etcd Range reqs during sync", "sync_ranges", "{:.0f}"),
             ("etcd gRPC reqs during sync", "sync_grpc", "{:.0f}"), ("MB etcd sent during sync", "sync_mb", "{:.1f}"),
             ("steady etcd gRPC req/s (incl. the writer)", "steady_grpc_per_s", "{:.1f}"),
             ("steady etcd kB/s sent", "steady_kb_per_s", "{:.1f}")]

@@ -157,14 +157,16 @@ class TyphaSyncer:
         sock.settimeout(min(1.0, self.ping_interval))
         while not self._stop.is_set():
             now = time.monotonic()
-            if now - last_heard > self.read_timeout:
-                raise proto.ProtocolError(f"nothing from Typha for {self.read_timeout}s")
             if now - last_ping >= self.ping_interval:
                 self._send(sock, {"type": "ping", "ts": time.time()})
                 last_ping = now
             try:
                 data = sock.recv(1 << 20)
             except (socket.timeout, ssl.SSLWantReadError):
+                # Judge silence only on an empty read: a busy (CPU-starved) process
+                # must not mistake its own slowness for a dead Typha.
+                if time.monotonic() - last_heard > self.read_timeout:
+                    raise proto.ProtocolError(f"nothing from Typha for {self.read_timeout}s") from None
                 continue
             if not data:
                 raise ConnectionError("Typha closed the connection")
