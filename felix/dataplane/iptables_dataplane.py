@@ -4,22 +4,30 @@
 Layout (filter table, per IP version)::
 
   INPUT   -> cali-INPUT:   -i cali+ -> cali-wl-to-host
-  FORWARD -> cali-FORWARD: clear marks; -i cali+ -> cali-from-wl-dispatch;
-                           -o cali+ -> cali-to-wl-dispatch; accept if accept mark
+  FORWARD -> cali-FORWARD: -i/-o cali+ -> cali-wl-forward
+  cali-wl-forward:         conntrack (below), clear marks,
+                           -i cali+ -> cali-from-wl-dispatch (source's egress),
+                           -o cali+ -> cali-to-wl-dispatch (destination's ingress),
+                           accept mark -> stamp the flow, ACCEPT
   OUTPUT  -> cali-OUTPUT   (host endpoints: not implemented, empty)
   cali-from-wl-dispatch:   -i <iface> -g cali-fw-<iface> ...  [unknown cali* -> drop]
   cali-to-wl-dispatch:     -o <iface> -g cali-tw-<iface> ...
-  cali-wl-to-host:         from-wl dispatch (egress policy), then
+  cali-wl-to-host:         conntrack, from-wl dispatch (egress policy), then
                            defaultEndpointToHostAction
-  cali-fw-/cali-tw-<iface> conntrack, tiers -> cali-pi-/cali-po- policies,
+  cali-fw-/cali-tw-<iface> tiers -> cali-pi-/cali-po- policies,
                            profiles cali-pri-/cali-pro-, drop
   nat: POSTROUTING -> cali-POSTROUTING -> cali-nat-outgoing (MASQUERADE /
        SNAT from cali40masq-ipam-pools to outside cali40all-ipam-pools)
 
 The jumps sit at the top of the built-in chains (``chainInsertMode``
-Insert) or at their end (Append). Conntrack: RELATED/ESTABLISHED accepted in
-the endpoint chains, INVALID dropped (upstream's iptables behaviour: a flow
-allowed once survives a later policy change).
+Insert) or at their end (Append).
+
+Conntrack, as in the nftables data plane: RELATED and flows already allowed
+under the current policy epoch (``connmark`` bits 0xfff00000) are accepted
+first, INVALID dropped; every batch that changes policy bumps the epoch
+(rewriting only cali-wl-forward and cali-wl-to-host), so the next
+original-direction packet of each established flow is checked against the
+new policy once: still allowed -> re-stamped; now denied -> dropped.
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ from felix.calc.rules import ParsedPolicy, ParsedProfile, ParsedRule, nets_set_i
 from felix.dataplane import iptables_render as ir
 from felix.dataplane.iptables import Hook, IptablesTables, cleanup_all
 from felix.dataplane.ipsets import IpsetManager, SetSpec, destroy_all, set_name
-from felix.dataplane.nftables import DataplaneConfig
+from felix.dataplane.nftables import EPOCH_MASK, EPOCH_MAX, EPOCH_SHIFT, DataplaneConfig
 from felix.dataplane.render import EGRESS, INGRESS, Marks
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,7 @@ log = logging.getLogger(__name__)
 Owner = tuple[str, str]
 IPSET_PROTO = {6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
 FROM_WL, TO_WL, WL_TO_HOST = "cali-from-wl-dispatch", "cali-to-wl-dispatch", "cali-wl-to-host"
+WL_FORWARD = "cali-wl-forward"
 HOOKS = [Hook("filter", "INPUT", "cali-INPUT"), Hook("filter", "FORWARD", "cali-FORWARD"),
          Hook("filter", "OUTPUT", "cali-OUTPUT"), Hook("nat", "POSTROUTING", "cali-POSTROUTING")]
 
@@ -88,6 +97,8 @@ class IptablesDataplane:
         self._nets_sets: dict[str, tuple[tuple[str, ...], int]] = {}
         self._endpoints: dict[str, LocalEndpoint] = {}
         self._pools: dict[str, Pool] = {}
+        self._epoch = 1
+        self._policy_changed = False
         self._install_base()
         self.pools_update({})
 
@@ -107,18 +118,21 @@ class IptablesDataplane:
     def ipset_added(self, set_id: str, members: frozenset[str]) -> None:
         self._members[set_id] = set(members)
         self._dirty_sets.add(set_id)
+        self._policy_changed = True
 
     def ipset_delta(self, set_id: str, added: frozenset[str], removed: frozenset[str]) -> None:
         current = self._members.setdefault(set_id, set())
         current.difference_update(removed)
         current.update(added)
         self._dirty_sets.add(set_id)
+        self._policy_changed = True
 
     def ipset_removed(self, set_id: str) -> None:
         self._members.pop(set_id, None)
         self._dirty_sets.discard(set_id)
         for v in (4, 6):
             self.ipsets.remove(set_name(set_id, v))
+        self._policy_changed = True
 
     def _flush_sets(self) -> None:
         for sid in self._dirty_sets:
@@ -192,12 +206,14 @@ class IptablesDataplane:
         for v, gone in self._policy_chains.get(policy.policy_id, set()) - chains:
             self.tables[v].remove_chain("filter", gone)
         self._policy_chains[policy.policy_id] = chains
+        self._policy_changed = True
 
     def policy_removed(self, policy_id: str) -> None:
         self._policies.pop(policy_id, None)
         for v, name in self._policy_chains.pop(policy_id, set()):
             self.tables[v].remove_chain("filter", name)
         self._claim_nets(("policy", policy_id), set())
+        self._policy_changed = True
         self._owner_nets.pop(("policy", policy_id), None)
 
     def profile_update(self, profile: ParsedProfile) -> None:
@@ -210,6 +226,7 @@ class IptablesDataplane:
             for v in self.versions:
                 self.tables[v].set_chain("filter", name, self._chain_rules(owner, rules, v, namer, True))
         self._claim_nets(owner, namer.used)
+        self._policy_changed = True
 
     def profile_removed(self, profile_id: str) -> None:
         self._profiles.pop(profile_id, None)
@@ -217,15 +234,44 @@ class IptablesDataplane:
             for v in self.versions:
                 self.tables[v].remove_chain("filter", ir.profile_chain(profile_id, direction))
         self._claim_nets(("profile", profile_id), set())
+        self._policy_changed = True
         self._owner_nets.pop(("profile", profile_id), None)
 
     # -- endpoints --------------------------------------------------------------------------
 
+    @property
+    def _stamp(self) -> str:
+        return f"-j CONNMARK --set-xmark {self._epoch << EPOCH_SHIFT:#x}/{EPOCH_MASK:#x}"
+
     def _conntrack(self) -> list[str]:
-        rules = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+        rules = [
+            f"-m conntrack --ctstate RELATED,ESTABLISHED -m connmark --mark "
+            f"{self._epoch << EPOCH_SHIFT:#x}/{EPOCH_MASK:#x} -j ACCEPT",
+            "-m conntrack --ctstate RELATED -j ACCEPT",
+            "-m conntrack --ctstate ESTABLISHED --ctdir REPLY -j ACCEPT",
+        ]
         if not self.config.disable_conntrack_invalid_check:
             rules.append("-m conntrack --ctstate INVALID -j DROP")
         return rules
+
+    def _write_conntrack_chains(self) -> None:
+        m = self.marks
+        prefixes = self.config.interface_prefixes
+        action = self.config.endpoint_to_host_action.upper()
+        final = {"ACCEPT": [f"{m.if_accept} {self._stamp}", f"{m.if_accept} -j ACCEPT"],
+                 "RETURN": [f"{m.if_accept} {self._stamp}", f"{m.if_accept} -j RETURN"]}.get(
+                     action, [f"{m.if_accept} -j DROP"])
+        for v in self.versions:
+            t = self.tables[v]
+            t.set_chain("filter", WL_FORWARD, [
+                *self._conntrack(),
+                m.clear_both,
+                *(f"-i {p}+ -j {FROM_WL}" for p in prefixes),
+                *(f"-o {p}+ -j {TO_WL}" for p in prefixes),
+                f"{m.if_accept} {self._stamp}",
+                f"{m.if_accept} -j ACCEPT",
+            ])
+            t.set_chain("filter", WL_TO_HOST, [*self._conntrack(), m.clear_both, f"-j {FROM_WL}", *final])
 
     def endpoint_update(self, ep: LocalEndpoint) -> None:
         old = self._endpoints.get(ep.endpoint_id)
@@ -233,10 +279,11 @@ class IptablesDataplane:
         if old is not None and old.iface != ep.iface:
             self._remove_iface_chains(old.iface)
         for direction, tiers in ((INGRESS, ep.ingress), (EGRESS, ep.egress)):
-            rules = ir.render_endpoint_chain(tiers, ep.profiles, direction, self.marks, self._conntrack())
+            rules = ir.render_endpoint_chain(tiers, ep.profiles, direction, self.marks, [])
             for v in self.versions:
                 self.tables[v].set_chain("filter", ir.endpoint_chain(ep.iface, direction), rules)
         self._write_dispatch()
+        self._policy_changed = True
 
     def endpoint_removed(self, endpoint_id: str) -> None:
         old = self._endpoints.pop(endpoint_id, None)
@@ -245,6 +292,7 @@ class IptablesDataplane:
         if not any(e.iface == old.iface for e in self._endpoints.values()):
             self._remove_iface_chains(old.iface)
         self._write_dispatch()
+        self._policy_changed = True
 
     def _remove_iface_chains(self, iface: str) -> None:
         for direction in (INGRESS, EGRESS):
@@ -270,23 +318,18 @@ class IptablesDataplane:
     # -- base chains and NAT -------------------------------------------------------------------
 
     def _install_base(self) -> None:
-        m = self.marks
         prefixes = self.config.interface_prefixes
-        action = self.config.endpoint_to_host_action.upper()
-        final = {"ACCEPT": "-j ACCEPT", "RETURN": "-j RETURN"}.get(action, "-j DROP")
         for v in self.versions:
             t = self.tables[v]
             t.set_chain("filter", "cali-FORWARD", [
-                m.clear_both,
-                *(f"-i {p}+ -j {FROM_WL}" for p in prefixes),
-                *(f"-o {p}+ -j {TO_WL}" for p in prefixes),
-                f"{m.if_accept} -j ACCEPT",
+                *(f"-i {p}+ -g {WL_FORWARD}" for p in prefixes),
+                *(f"-o {p}+ -g {WL_FORWARD}" for p in prefixes),
             ])
-            t.set_chain("filter", "cali-INPUT", [f"-i {p}+ -j {WL_TO_HOST}" for p in prefixes])
+            t.set_chain("filter", "cali-INPUT", [f"-i {p}+ -g {WL_TO_HOST}" for p in prefixes])
             t.set_chain("filter", "cali-OUTPUT", [])
-            t.set_chain("filter", WL_TO_HOST, [m.clear_both, f"-j {FROM_WL}", f"{m.if_accept} {final}"])
             t.set_chain("nat", "cali-POSTROUTING", ["-j cali-nat-outgoing"])
             t.set_hooks(HOOKS)
+        self._write_conntrack_chains()
         self._write_dispatch()
 
     def pools_update(self, pools: dict[str, Pool]) -> None:
@@ -311,6 +354,10 @@ class IptablesDataplane:
 
     def apply(self) -> bool:
         """IP sets first, then one iptables-restore per IP version, then set deletions."""
+        if self._policy_changed:
+            self._policy_changed = False
+            self._epoch = self._epoch % EPOCH_MAX + 1
+            self._write_conntrack_chains()
         self._flush_sets()
         ran = self.ipsets.apply_updates()
         for t in self.tables.values():
