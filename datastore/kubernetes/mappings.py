@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from datastore.backend import KVPair, ListResult
 from datastore.errors import AlreadyExists, Conflict, NotFound
-from datastore.keys import BlockAffinityKey, BlockKey, HandleKey, IPAMConfigKey, Key, ListOptions, ResourceKey
+from datastore.keys import BlockAffinityKey, BlockKey, HandleKey, Key, ListOptions, ResourceKey
 from datastore.kinds import kind_info
 from datastore.kubernetes import crd, native
 from datastore.kubernetes.errors import NotSupported, raise_for

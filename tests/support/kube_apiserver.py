@@ -427,6 +427,10 @@ def describe(event: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    def _exit(*_: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)  # clean up on SIGTERM too, not only Ctrl-C
     with KubeApiServer() as server:
         server.install_crds()
         server.install_rbac()
