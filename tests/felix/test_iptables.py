@@ -236,3 +236,35 @@ def test_switching_back_ends_removes_the_old_rules(back_to_nftables: Cluster) ->
     assert not cali_ipsets()
     assert nft_table_exists(c.table)
     assert_deny_x(c, "nftables after iptables")
+
+
+@pytest.mark.etcd
+@pytest.mark.netns
+def test_conntrack_nat_outgoing_and_host_action_on_iptables(back_to_nftables: Cluster) -> None:
+    """The nftables back end's conntrack, natOutgoing and
+    defaultEndpointToHostAction tests, run against the iptables back end."""
+    import tests.felix.test_resilience as res
+    from tests.felix.harness import External
+
+    c = back_to_nftables
+    c.use_dataplane("iptables")
+    res.test_conntrack_survives_allowed_recompute_and_cuts_denied(c)
+    res.test_default_endpoint_to_host_action_from_felix_configuration(c)
+    c.set_policies([])
+    pod = c.pod("x/b")
+    pool = {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": f"felix-{c.uid}"},
+            "spec": {"cidr": str(c.subnet), "natOutgoing": False}}
+    with External(c.uid, 9100) as ext:
+        try:
+            c.sync(c.put(pool))
+            assert pod.cmd({"cmd": "who", "target": [ext.ip, 9100]})["seen_as"] == pod.ip
+            pool["spec"]["natOutgoing"] = True
+            c.sync(c.put(pool))
+            members = subprocess.run(["ipset", "list", "cali40masq-ipam-pools"], capture_output=True,
+                                     text=True).stdout
+            assert str(c.subnet) in members
+            assert pod.cmd({"cmd": "who", "target": [ext.ip, 9100]})["seen_as"] == ext.host_ip
+            result = c.probe_matrix(lambda s, d, p, n: True, (("tcp", 80),))
+            assert not result.wrong, result.describe("natOutgoing on")
+        finally:
+            c.sync(c.delete("IPPool", f"felix-{c.uid}"))
