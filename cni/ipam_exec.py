@@ -10,6 +10,7 @@ import os
 import subprocess
 from typing import Any
 
+from cni import hosting
 from cni.errors import IPAM_ERROR, INVALID_NETWORK_CONFIG, CNIError
 from cni.skel import CmdArgs
 
@@ -31,7 +32,10 @@ def find_plugin(name: str, path: list[str]) -> str:
 
 def exec_ipam(args: CmdArgs, ipam_type: str, command: str, stdin: bytes | None = None) -> dict[str, Any] | None:
     plugin = find_plugin(ipam_type, args.path)
-    env = dict(os.environ)
+    if ipam_type == "calico-ipam" and hosting.inprocess_ipam is not None:
+        # Inside the node's CNI service: same handlers, no exec.
+        return hosting.inprocess_ipam(args, command, stdin)
+    env = dict(hosting.request_environ() or os.environ)
     env.update(
         CNI_COMMAND=command,
         CNI_CONTAINERID=args.container_id,

@@ -1,6 +1,8 @@
 """``calico`` executable: one bundle, dispatched on argv[0] as upstream ships it.
 
 Only the stdlib is imported before the command is known, so VERSION is fast.
+First the fast path: if the node's CNI service answers on its socket
+(:mod:`cni.shim`), it runs the request and this process only prints the reply.
 """
 from __future__ import annotations
 
@@ -9,7 +11,13 @@ import sys
 
 
 def main() -> None:
-    if os.path.basename(sys.argv[0]) == "calico-ipam":
+    from cni.shim import forward
+
+    plugin = "calico-ipam" if os.path.basename(sys.argv[0]) == "calico-ipam" else "calico"
+    status = forward(plugin)
+    if status is not None:
+        sys.exit(status)
+    if plugin == "calico-ipam":
         from ipam.main import main as ipam_main
 
         ipam_main()

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from cni import dataplane
+from cni import hosting
 from cni.errors import (
     DATASTORE_ERROR,
     INVALID_NETWORK_CONFIG,
@@ -21,7 +22,7 @@ from cni.names import Workload
 from cni.netconf import NetConf, parse_netconf
 from cni.skel import CmdArgs, convert_result, upgrade_result
 from datastore.backend import Backend
-from datastore.config import DatastoreConfig, connect, node_name
+from datastore.config import DatastoreConfig, node_name
 from datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound, Unavailable
 from datastore.keys import ResourceKey
 
@@ -54,7 +55,7 @@ class Context:
     def backend(self) -> Backend:
         if self._backend is None:
             try:
-                self._backend = connect(DatastoreConfig.from_netconf(self.args.conf))
+                self._backend = hosting.connect(DatastoreConfig.from_netconf(self.args.conf))
             except ValueError as exc:
                 raise CNIError(INVALID_NETWORK_CONFIG, str(exc)) from None
         return self._backend

@@ -19,6 +19,12 @@ def _handler(command: str):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
+    from cni.shim import forward  # stdlib only: the node's CNI service, if up
+
+    if sys.argv[1:] not in (["-v"], ["--version"]):
+        status = forward("calico-ipam")
+        if status is not None:
+            sys.exit(status)
     from cni.skel import run
 
     if sys.argv[1:] in (["-v"], ["--version"]):

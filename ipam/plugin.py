@@ -76,8 +76,9 @@ def _timestamp() -> str:
 
 def _context(args: CmdArgs) -> Context:
     from cni.logsetup import setup_logging
+    from cni import hosting
     from cni.netconf import parse_netconf
-    from datastore.config import DatastoreConfig, connect, node_name
+    from datastore.config import DatastoreConfig, node_name
 
     conf = parse_netconf(args.conf)
     setup_logging(conf.log_level, conf.log_file_path, "calico-ipam")
@@ -86,7 +87,7 @@ def _context(args: CmdArgs) -> Context:
     except OSError as exc:
         raise CNIError(INVALID_NETWORK_CONFIG, "cannot determine the node name", str(exc)) from None
     try:
-        backend = connect(DatastoreConfig.from_netconf(args.conf))
+        backend = hosting.connect(DatastoreConfig.from_netconf(args.conf))
     except ValueError as exc:
         raise CNIError(INVALID_NETWORK_CONFIG, "cannot use the configured datastore", str(exc)) from None
     cni_args = args.cni_args
@@ -118,9 +119,13 @@ def _mapped(fn: Callable[[], T]) -> T:
 
 
 def _lock(ctx: Context):  # type: ignore[no-untyped-def]
+    from cni import hosting
     from ipam.lock import HostLock
 
-    return HostLock(ctx.conf.ipam_lock_file)
+    lock = HostLock(ctx.conf.ipam_lock_file)
+    if hosting.ipam_lock is not None:  # inside the node's CNI service
+        return hosting.ipam_lock(ctx.conf.ipam_lock_file, lock)
+    return lock
 
 
 # -- Kubernetes hook ---------------------------------------------------------------

@@ -1,0 +1,38 @@
+"""Where the CNI handlers run: a short-lived executable (default) or the
+node's CNI service (:mod:`cni.service`), which installs the hooks below.
+
+Stdlib only, and cheap: the handlers consult it on every call.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Mapping
+
+# Set by the service: build (or reuse) a warm backend for a DatastoreConfig.
+backend_factory: Callable[[Any], Any] | None = None
+# Set by the service: run calico-ipam in-process, (args, command, stdin) -> result.
+inprocess_ipam: Callable[[Any, str, bytes | None], "dict[str, Any] | None"] | None = None
+# Set by the service: wrap the host IPAM file lock, (lock file path, HostLock) -> context manager.
+ipam_lock: Callable[[Any, Any], Any] | None = None
+# True inside the service: logging must not reconfigure the process.
+in_service = False
+
+_request = threading.local()
+
+
+def set_request_environ(environ: Mapping[str, str] | None) -> None:
+    """The environment of the request this thread serves (exec'd IPAM plugins get it)."""
+    _request.environ = dict(environ) if environ is not None else None
+
+
+def request_environ() -> "dict[str, str] | None":
+    return getattr(_request, "environ", None)
+
+
+def connect(config: Any) -> Any:
+    """A backend for ``config``: the service's warm one, or a new connection."""
+    if backend_factory is not None:
+        return backend_factory(config)
+    from datastore.config import connect as new_connection
+
+    return new_connection(config)
