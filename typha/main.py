@@ -93,7 +93,11 @@ def main() -> None:
                         stream=sys.stderr, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
     from datastore.config import DatastoreConfig, connect
 
-    backend = connect(DatastoreConfig.from_env())
+    try:
+        backend = connect(DatastoreConfig.from_env())
+    except ValueError as exc:
+        log.error("cannot use the datastore: %s", exc)
+        sys.exit(1)
     typha = Typha(cfg, backend)
 
     async def runner() -> None:
