@@ -34,15 +34,17 @@ from felix.dataplane.iptables_dataplane import remove_iptables_state  # noqa: E4
 from tests.felix.harness import cali_ipsets, nft, nft_table_exists  # noqa: E402
 from tests.support.etcd_server import EtcdServer  # noqa: E402
 
-DATAPLANES = ("nftables", "iptables")
+DATAPLANES = ("nftables", "iptables")  # iptables once per --iptables-backends entry
 
 
 class DataplaneBench(felix_bench.Bench):
-    def use(self, dataplane: str) -> None:
+    def use(self, dataplane: str, backend: str = "Auto") -> None:
         env = self.cluster.felix.env
         env["FELIX_NFTABLESMODE"] = "Disabled" if dataplane == "iptables" else "Enabled"
         env["FELIX_IPTABLESREFRESHINTERVAL"] = "180"
+        env["FELIX_IPTABLESBACKEND"] = backend
         self.dataplane = dataplane
+        self.variant = detect_backend(backend)
 
     def wipe(self) -> None:
         c = self.cluster
@@ -70,7 +72,7 @@ class DataplaneBench(felix_bench.Bench):
                                 f"{sum(1 for line in listing.splitlines() if 'comment ' in line)} rules, "
                                 f"{listing.count(chr(9) + 'set ')} sets")
         else:
-            saved = parse_save(save_text(detect_backend("Auto"), 4))
+            saved = parse_save(save_text(self.variant, 4))
             chains = [ch for st in saved.values() for name, ch in st.chains.items() if name.startswith("cali-")]
             stats["objects"] = (f"{len(chains)} chains, {sum(len(ch) for ch in chains)} rules (v4), "
                                 f"{len(cali_ipsets())} ipsets")
@@ -88,6 +90,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="policy changes per direction and data plane")
     parser.add_argument("--starts", type=int, default=2, help="cold starts per data plane")
+    parser.add_argument("--iptables-backends", default="NFT,Legacy",
+                        help="IptablesBackend values to measure (comma-separated)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (namespaces, nftables, iptables)")
@@ -99,14 +103,15 @@ def main() -> None:
             bench.populate()
             print(f"datastore populated: {felix_bench.N_ENDPOINTS} endpoints, {felix_bench.N_POLICIES} policies "
                   f"({time.monotonic() - t:.1f} s)", flush=True)
-            for dp in DATAPLANES:
-                bench.use(dp)
+            plan = [("nftables", "Auto")] + [("iptables", b.strip()) for b in args.iptables_backends.split(",")]
+            for dp, backend in plan:
+                bench.use(dp, backend)
                 starts = [bench.cold_start() for _ in range(args.starts)]
                 allow, deny = bench.change_latency(args.n)
                 m = bench.cluster.felix.metrics()
                 count = m.get("felix_int_dataplane_apply_time_seconds_count", 0)
                 row = {
-                    "dataplane": dp if dp == "nftables" else f"iptables-{detect_backend('Auto')}",
+                    "dataplane": dp if dp == "nftables" else f"iptables-{bench.variant}",
                     "ready": statistics.median(s["ready_s"] for s in starts),
                     "calc": statistics.median(s["calc_s"] for s in starts) * 1000,
                     "apply": statistics.median(s["apply_s"] for s in starts) * 1000,
@@ -124,8 +129,10 @@ def main() -> None:
     print(f"\n{felix_bench.N_POLICIES} policies x {felix_bench.N_ENDPOINTS} endpoints; "
           f"{args.starts} cold starts and {args.n} allow + {args.n} deny changes per data plane")
     head = (f"{'data plane':<15} {'ready s':>8} {'calc ms':>8} {'apply ms':>9} "
-            f"{'allow p50/p95 ms':>17} {'deny p50/p95 ms':>16} {'apply/change ms':>15}  programmed")
+            f"{'allow p50/p95 ms':>17} {'deny p50/p95 ms':>16} {'mean apply ms':>15}  programmed")
     print(head)
+    print("(ready/calc/apply: median cold start; mean apply: all batches of the last Felix process,"
+          " its cold start included)")
     print("-" * len(head))
     for r in rows:
         print(f"{r['dataplane']:<15} {r['ready']:>8.2f} {r['calc']:>8.0f} {r['apply']:>9.0f} "

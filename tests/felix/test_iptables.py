@@ -78,6 +78,24 @@ def test_endpoint_chain() -> None:
     assert rules.count(f"{MARKS.if_no_pass} -j DROP") == 1  # only the Deny tier
 
 
+def test_dataplane_switch_config() -> None:
+    from felix.config import load_config, use_nftables
+
+    base = {"FELIX_CONFIGFILE": "/nonexistent", "FELIX_FELIXHOSTNAME": "n"}
+    cfg = load_config(base)
+    assert use_nftables(cfg) and cfg.iptables_backend == "Auto" and cfg.chain_insert_mode == "INSERT"
+    assert cfg.iptables_lock_timeout_secs == 10.0
+    cfg = load_config({**base, "FELIX_NFTABLESMODE": "Disabled", "FELIX_IPTABLESBACKEND": "Legacy",
+                       "FELIX_CHAININSERTMODE": "Append", "FELIX_IPTABLESLOCKTIMEOUTSECS": "5"})
+    assert not use_nftables(cfg) and cfg.iptables_backend == "Legacy" and cfg.chain_insert_mode == "APPEND"
+    assert cfg.iptables_lock_timeout_secs == 5.0
+    # FelixConfiguration (camelCase) selects it too; the environment wins.
+    cfg = load_config(base, datastore_default={"nftablesMode": "Disabled", "iptablesBackend": "NFT"})
+    assert not use_nftables(cfg) and cfg.iptables_backend == "NFT"
+    assert use_nftables(load_config({**base, "FELIX_NFTABLESMODE": "Enabled"},
+                                    datastore_default={"nftablesMode": "Disabled"}))
+
+
 def test_explicit_backend_setting() -> None:
     assert detect_backend("Legacy") == "legacy"
     assert detect_backend("NFT") == "nft"
