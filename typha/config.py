@@ -33,6 +33,7 @@ class TyphaConfig:
     prometheus_metrics_host: str = "0.0.0.0"  # TYPHA_PROMETHEUSMETRICSHOST
     prometheus_metrics_port: int = 9093  # TYPHA_PROMETHEUSMETRICSPORT
     log_severity_screen: str = "INFO"  # TYPHA_LOGSEVERITYSCREEN
+    shutdown_timeout_secs: float = 300.0  # TYPHA_SHUTDOWNTIMEOUTSECS: connection drain on shutdown
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "TyphaConfig":

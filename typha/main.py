@@ -76,6 +76,7 @@ class Typha:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            await self.server.drain(self.cfg.shutdown_timeout_secs)
             await self.server.stop()
             await loop.run_in_executor(None, self.syncer.stop)
             for srv in self._http:

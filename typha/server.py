@@ -200,6 +200,21 @@ class SyncServer:
         for conn in list(self.connections):
             conn.close("server stopping")
 
+    async def drain(self, duration: float) -> None:
+        """Graceful shutdown: stop accepting, then close the connections one by one
+        over 95 % of ``duration`` so clients spread over the remaining Typhas."""
+        if self._server is not None:
+            self._server.close()
+        conns = list(self.connections)
+        random.shuffle(conns)
+        if duration <= 0 or not conns:
+            return
+        interval = duration * 0.95 / len(conns)
+        log.info("draining %d connections over %.1fs", len(conns), duration * 0.95)
+        for conn in conns:
+            conn.close("Typha shutting down")
+            await asyncio.sleep(interval)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self.connections) >= self.cfg.max_connections_upper_limit:
             self.metrics.rejected_connections += 1

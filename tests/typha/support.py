@@ -58,6 +58,7 @@ class TyphaProcess:
             "TYPHA_PROMETHEUSMETRICSHOST": "127.0.0.1",
             "TYPHA_PROMETHEUSMETRICSPORT": str(self.metrics_port),
             "TYPHA_LOGSEVERITYSCREEN": "INFO",
+            "TYPHA_SHUTDOWNTIMEOUTSECS": "0",
         })
         self.env.update(env)
         self.log_path = tempfile.mktemp(prefix="typha-", suffix=".log")

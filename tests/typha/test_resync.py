@@ -2,6 +2,7 @@
 with no lost and no repeated update."""
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 from datastore.etcd import EtcdBackend
@@ -84,3 +85,28 @@ def test_datastore_restart_typha_resyncs_without_loss_or_duplication(private_etc
             c.stop()
         typha.cleanup()
         backend.close()
+
+
+def test_sigterm_drains_connections_gradually(etcd_backend, etcd_server, unique):  # type: ignore[no-untyped-def]
+    etcd_backend.apply(*wep(f"ns-{unique}", "pod-1"))
+    typha = TyphaProcess(etcd_server.endpoint, TYPHA_SHUTDOWNTIMEOUTSECS="2").start()
+    clients = [Collector(typha.addr, f"node-{i}", min_backoff=5, max_backoff=5).start() for i in range(6)]
+    try:
+        wait_for(lambda: all(c.syncer.in_sync for c in clients), 10)
+        assert typha.proc is not None
+        typha.proc.terminate()
+        lost: dict[int, float] = {}
+        t0 = time.monotonic()
+        while len(lost) < 6 and time.monotonic() - t0 < 6:
+            for i, c in enumerate(clients):
+                if i not in lost and not c.syncer.in_sync:
+                    lost[i] = time.monotonic() - t0
+            time.sleep(0.01)
+        assert len(lost) == 6
+        spread = max(lost.values()) - min(lost.values())
+        assert 1.0 < spread < 2.5, sorted(lost.values())
+        assert typha.proc.wait(5) == 0
+    finally:
+        for c in clients:
+            c.stop()
+        typha.cleanup()
