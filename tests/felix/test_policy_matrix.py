@@ -254,7 +254,10 @@ def dataplane(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]
     else:
         assert not chains and nft_table_exists(cluster.table), chains
     yield request.param
+    failures = [line for line in cluster.felix.log_tail(100000).splitlines()
+                if any(w in line for w in ("dataplane update failed", "Traceback", "drifted", "could not"))]
     cluster.use_dataplane("nftables")
+    assert not failures, f"{request.param}: Felix reported failures:\n" + "\n".join(failures[:10])
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
