@@ -286,3 +286,23 @@ def test_conntrack_nat_outgoing_and_host_action_on_iptables(back_to_nftables: Cl
             assert not result.wrong, result.describe("natOutgoing on")
         finally:
             c.sync(c.delete("IPPool", f"felix-{c.uid}"))
+
+
+def test_xtables_lock_wait_is_bounded() -> None:
+    """A held xtables lock makes iptables-legacy-restore fail after
+    IptablesLockTimeoutSecs instead of hanging; it works once released."""
+    import fcntl
+    import os
+
+    from felix.dataplane.iptables import IptablesError, IptablesTables
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    tables = IptablesTables("legacy", 4, lock_timeout=1)
+    with open("/run/xtables.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        t0 = time.monotonic()
+        with pytest.raises(IptablesError, match="lock"):
+            tables.restore("*filter\nCOMMIT\n")
+        assert time.monotonic() - t0 < 5
+    tables.restore("*filter\nCOMMIT\n")
