@@ -12,6 +12,7 @@ the expected matrix; a failing cell prints the probe that failed.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -253,9 +254,12 @@ def dataplane(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]
         assert "filter/cali-FORWARD" in chains and not nft_table_exists(cluster.table), chains
     else:
         assert not chains and nft_table_exists(cluster.table), chains
+    log_start = os.path.getsize(cluster.felix.log_path)
     yield request.param
-    failures = [line for line in cluster.felix.log_tail(100000).splitlines()
-                if any(w in line for w in ("dataplane update failed", "Traceback", "drifted", "could not"))]
+    with open(cluster.felix.log_path, encoding="utf-8", errors="replace") as f:
+        f.seek(log_start)
+        failures = [line for line in f.read().splitlines()
+                    if any(w in line for w in ("dataplane update failed", "Traceback", "drifted", "could not"))]
     cluster.use_dataplane("nftables")
     assert not failures, f"{request.param}: Felix reported failures:\n" + "\n".join(failures[:10])
 
