@@ -1,5 +1,6 @@
 """Our calico + calico-ipam pass the conformance suite in full (exec and cnitool
-drivers, every version), against a real etcd."""
+drivers, every version), against a real etcd: the Python entry points and the
+frozen bundle."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,20 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.conftest import GoPeers, run_suite, suite_command
+from tests.support.cni_exec import make_cni_path
 from tests.support.netns import cali_links
 from tests.support.pools import create_pool
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
 
-def test_calico_passes_conformance(go_peers: GoPeers, cni_path: str, etcd_server, etcd_backend,  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("build", ["python", "frozen"])
+def test_calico_passes_conformance(build: str, go_peers: GoPeers, cni_path: str, etcd_server, etcd_backend,  # type: ignore[no-untyped-def]
                                    unique: str, tmp_path: Path) -> None:
+    if build == "frozen":
+        from tests.support.bundle import build_bundle
+
+        cni_path = make_cni_path(str(tmp_path / "frozen-bin"), build_bundle())
     create_pool(etcd_backend, "cnf-pool", "10.124.0.0/16")
     plugin = {
         "type": "calico",

@@ -27,13 +27,12 @@ CNITOOL = os.path.join(CACHE, "bin", "cnitool")
 
 @pytest.fixture(scope="session")
 def bundle() -> str:
-    given = os.environ.get("PYCALICO_BUNDLE")
-    if given:
-        return os.path.realpath(given)
-    proc = subprocess.run([os.path.join(PACKAGING, "build")], capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        pytest.fail(f"packaging/build failed:\n{proc.stderr[-4000:]}")
-    return proc.stdout.strip().splitlines()[-1]
+    from tests.support.bundle import build_bundle
+
+    try:
+        return build_bundle()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass
