@@ -18,14 +18,15 @@ starts work once it has read ``go``, so a request is never run twice. After
 """
 from __future__ import annotations
 
-import base64
-import io
-import json
 import os
-import socket
-import struct
 import sys
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only (deferred): typing costs ~3 ms to import
+    import socket
+    from typing import Any
+
+# socket, json, struct and base64 are imported only once a socket path exists:
+# with no service on the node the standalone path pays nothing for the shim.
 
 DEFAULT_SOCKET = "/var/run/calico/cni.sock"
 SOCKET_ENV = "PYCALICO_CNI_SOCKET"  # "" or "none": never use the service
@@ -49,12 +50,18 @@ def socket_path(environ: Any = None) -> str | None:
     return path
 
 
-def send_frame(sock: socket.socket, obj: Any) -> None:
+def send_frame(sock: "socket.socket", obj: Any) -> None:
+    import json
+    import struct
+
     data = json.dumps(obj, separators=(",", ":")).encode()
     sock.sendall(struct.pack(">I", len(data)) + data)
 
 
-def recv_frame(sock: socket.socket) -> Any:
+def recv_frame(sock: "socket.socket") -> Any:
+    import json
+    import struct
+
     header = _recv_exact(sock, 4)
     (length,) = struct.unpack(">I", header)
     if length > MAX_FRAME:
@@ -62,7 +69,7 @@ def recv_frame(sock: socket.socket) -> Any:
     return json.loads(_recv_exact(sock, length))
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: "socket.socket", n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
@@ -79,9 +86,12 @@ def _accept_timeout() -> float:
         return 1.0
 
 
-def offer(path: str, plugin: str, environ: dict[str, str], stdin: bytes, timeout: float) -> socket.socket:
+def offer(path: str, plugin: str, environ: dict[str, str], stdin: bytes, timeout: float) -> "socket.socket":
     """Steps 1-3; on return the service owns the request. Raises Unavailable
     (nothing was started) if the service is absent, refuses or is too slow."""
+    import base64
+    import socket
+
     if not os.path.exists(path):
         raise Unavailable("no socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -122,6 +132,8 @@ def forward(plugin: str) -> int | None:
     try:
         sock = offer(path, plugin, environ, stdin, _accept_timeout())
     except Unavailable:
+        import io
+
         sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
         return None
     try:
@@ -140,6 +152,8 @@ def forward(plugin: str) -> int | None:
 
 
 def _try_again(stdin: bytes, details: str) -> str:
+    import json
+
     from cni.skel import error_version  # stdlib only
 
     err = {"cniVersion": error_version(stdin), "code": TRY_AGAIN_LATER,
