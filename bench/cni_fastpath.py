@@ -75,7 +75,7 @@ def start_service(sock: str, log_file: str) -> subprocess.Popen[bytes]:
     return proc
 
 
-def chart(samples: dict[tuple[str, str], list[float]], png: str, n: int) -> bool:
+def chart(samples: dict[tuple[str, str], list[float]], png: str, n: int, calico: str) -> bool:
     try:
         import matplotlib
 
@@ -98,8 +98,8 @@ def chart(samples: dict[tuple[str, str], list[float]], png: str, n: int) -> bool
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     axes[0].set_ylabel("fraction of execs (ECDF)")
-    fig.suptitle(f"pycalico CNI latency: reference vs standalone vs fast path (n={n} each, etcd datastore)",
-                 fontsize=10)
+    fig.suptitle(f"pycalico CNI latency: reference vs standalone vs fast path "
+                 f"(n={n} each, etcd datastore, calico: {calico})", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(png) or ".", exist_ok=True)
     fig.savefig(png, dpi=110)
@@ -169,7 +169,7 @@ def main() -> None:
             p50 = pct(values, 0.5)
             print(f"{op:5} {series:26} {p50:8.1f} {pct(values, 0.95):8.1f} {statistics.mean(values):8.1f} "
                   f"{p50 / ref:10.2f} {p50 / alone:17.2f}")
-    chart(samples, args.png, args.n)
+    chart(samples, args.png, args.n, "frozen bundle" if args.calico_bin else "venv entry points")
 
 
 if __name__ == "__main__":
