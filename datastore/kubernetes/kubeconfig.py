@@ -28,6 +28,7 @@ class UnsupportedKubeconfig(ValueError):
 class ClusterAuth:
     server: str  # https://host:port (no trailing slash)
     ca_file: str | None = None
+    ca_data: str | None = None  # PEM text (inline certificate-authority-data: no temp file)
     insecure: bool = False
     token: str | None = None
     token_file: str | None = None
@@ -52,7 +53,8 @@ class ClusterAuth:
 
 
 def _inline(data: str, suffix: str, temp: list[str]) -> str:
-    """Write base64 inline data to a private temp file (ssl wants paths)."""
+    """Write base64 inline client cert/key data to a private temp file
+    (``ssl.load_cert_chain`` wants paths); removed by ``cleanup()``."""
     fd, path = tempfile.mkstemp(prefix="pycalico-kube-", suffix=suffix)
     with os.fdopen(fd, "wb") as f:
         f.write(base64.b64decode(data))
@@ -100,7 +102,7 @@ def load_kubeconfig(path: str, api_endpoint: str | None = None) -> ClusterAuth:
     auth = ClusterAuth(server=server, source=path, _temp_files=temp)
     auth.insecure = bool(cluster.get("insecure-skip-tls-verify"))
     if cluster.get("certificate-authority-data"):
-        auth.ca_file = _inline(cluster["certificate-authority-data"], ".crt", temp)
+        auth.ca_data = base64.b64decode(cluster["certificate-authority-data"]).decode()
     else:
         auth.ca_file = _resolve(base, cluster.get("certificate-authority"))
     auth.token = user.get("token") or None

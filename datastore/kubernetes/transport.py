@@ -94,7 +94,7 @@ class HttpTransport:
         self._prefix = url.path.rstrip("/")
         self._context: ssl.SSLContext | None = None
         if self._https:
-            ctx = ssl.create_default_context(cafile=auth.ca_file)
+            ctx = ssl.create_default_context(cafile=auth.ca_file, cadata=auth.ca_data)
             if auth.insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE

@@ -35,9 +35,14 @@ def test_kubeconfig_forms(tmp_path, monkeypatch) -> None:  # type: ignore[no-unt
                                           {"token": "abc"}))
     auth = load_kubeconfig(path)
     assert auth.server == "https://10.0.0.1:6443" and auth.bearer_token() == "abc"
-    assert auth.ca_file and open(auth.ca_file, "rb").read().startswith(b"-----BEGIN")
+    assert auth.ca_data and auth.ca_data.startswith("-----BEGIN") and not auth.ca_file  # no temp file
+    key = base64.b64encode(b"KEY").decode()
+    path_cert = _write(tmp_path / "d", _config({"server": "https://h:1"},
+                                               {"client-certificate-data": key, "client-key-data": key}))
+    auth = load_kubeconfig(path_cert)
+    assert auth.cert_file and open(auth.cert_file, "rb").read() == b"KEY"
     auth.cleanup()
-    assert not os.path.exists(auth.ca_file)
+    assert not os.path.exists(auth.cert_file) and not os.path.exists(auth.key_file or "")
     (tmp_path / "tok").write_text("from-file\n")
     path = _write(tmp_path / "b", _config({"server": "https://h:1", "certificate-authority": "ca.crt"},
                                           {"tokenFile": "tok"}))
