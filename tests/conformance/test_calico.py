@@ -11,7 +11,6 @@ import pytest
 
 from tests.conformance.conftest import GoPeers, run_suite, suite_command
 from tests.support.cni_exec import make_cni_path
-from tests.support.netns import cali_links
 from tests.support.pools import create_pool
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
@@ -37,10 +36,10 @@ def test_calico_passes_conformance(build: str, go_peers: GoPeers, cni_path: str,
     conf_path = tmp_path / "calico.conflist"
     conf_path.write_text(json.dumps(conf))
     report = tmp_path / "report.json"
-    before = cali_links()
     cmd = suite_command(conf_path, [Path(cni_path)], report, "--cnitool", str(go_peers.cnitool),
                         "--netns-prefix", f"cnfc{unique[:6]}")
     run = run_suite(cmd, report, env={**os.environ}, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     assert not run.with_status("FAIL", "ERROR", "xfail"), run.stdout
-    assert cali_links() - before == set()
+    # Each DEL rule checks its own attachment is gone (and re-ADDs to prove the
+    # address was released); no global cali* check: other jobs may share the host.
