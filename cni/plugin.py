@@ -22,7 +22,7 @@ from cni.names import Workload
 from cni.netconf import NetConf, parse_netconf
 from cni.skel import CmdArgs, convert_result, upgrade_result
 from datastore.backend import Backend
-from datastore.config import DatastoreConfig, node_name
+from datastore.config import KUBERNETES, DatastoreConfig, node_name
 from datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound, Unavailable
 from datastore.keys import ResourceKey
 
@@ -49,6 +49,7 @@ class Context:
         except OSError as exc:
             raise CNIError(INVALID_NETWORK_CONFIG, "cannot read nodename_file", str(exc)) from None
         self.workload = Workload.from_args(self.node, args.container_id, args.ifname, args.cni_args)
+        self.datastore_type = DatastoreConfig.from_netconf(args.conf).datastore_type
         self._backend: Backend | None = None
 
     @property
@@ -202,10 +203,18 @@ def cmd_add(args: CmdArgs) -> dict[str, Any]:
 
 def _add(ctx: Context) -> dict[str, Any]:
     ipam_type = _ipam_type(ctx)
+    if ctx.datastore_type == KUBERNETES and ctx.workload.orchestrator != "k8s":
+        # Upstream's KDD stores endpoints only as pods: nothing to attach a
+        # plain CNI container to. Fail before any IPAM or dataplane work.
+        raise CNIError(INVALID_NETWORK_CONFIG, "the kubernetes datastore handles Kubernetes pods only",
+                       "CNI_ARGS must name the pod (K8S_POD_NAMESPACE and K8S_POD_NAME)")
     with datastore_errors("checking the cluster and existing endpoint"):
         _check_ready(ctx)
         existing = _get_or_none(ctx.backend, ctx.wep_key)
-    if existing is not None and existing.value["spec"].get("containerID") == ctx.args.container_id:
+    if (existing is not None and existing.value["spec"].get("containerID") == ctx.args.container_id
+            and existing.value["spec"].get("ipNetworks")):
+        # (In the kubernetes datastore a pod stays a WorkloadEndpoint after DEL,
+        # with its addresses blanked: that is not a repeated ADD.)
         # A repeated ADD for the same attachment: same addresses, nothing new allocated.
         spec = existing.value["spec"]
         pod = _pod_network(ctx, list(spec.get("ipNetworks") or []))

@@ -81,11 +81,9 @@ def connect(config: DatastoreConfig) -> Backend:
             timeout=config.timeout,
         )
     if config.datastore_type == KUBERNETES:
-        try:
-            from datastore.kubernetes import KubernetesBackend  # type: ignore[import-not-found]
-        except ImportError:
-            raise ValueError("the kubernetes datastore is not implemented yet") from None
-        return KubernetesBackend(config)  # type: ignore[no-any-return]
+        from datastore.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(config)
     raise ValueError(f"unknown datastore_type {config.datastore_type!r} (etcdv3 or kubernetes)")
 
 

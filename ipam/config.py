@@ -31,7 +31,8 @@ def load_settings(backend: Backend) -> IPAMSettings:
         value = IPAMConfigValue.from_dict(backend.get(IPAMConfigKey()).value)
         return IPAMSettings(value.strict_affinity, value.auto_allocate_blocks, value.max_blocks_per_host)
     except NotFound:
-        pass
+        if getattr(backend, "ipam_config_is_resource", False):
+            return IPAMSettings()  # kubernetes: both keys are the ipamconfigs CR "default"
     try:
         spec = backend.get(ResourceKey("IPAMConfiguration", "default")).value.get("spec") or {}
     except NotFound:

@@ -9,6 +9,10 @@ import pytest
 
 from tests.support.etcd_server import EtcdServer
 
+# kube_apiserver, kube_backend and the datastore/backend fixtures
+# parametrized over etcd and the Kubernetes API (tests/kubernetes/fixtures.py).
+pytest_plugins = ["tests.kubernetes.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[EtcdServer]:

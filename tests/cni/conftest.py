@@ -1,4 +1,5 @@
-"""Fixtures for the calico CNI plugin tests: a pool in a real etcd and a netconf."""
+"""Fixtures for the calico CNI plugin tests: a pool in a real datastore (etcd,
+and a real kube-apiserver: every test runs in both modes) and a netconf."""
 from __future__ import annotations
 
 import uuid
@@ -19,14 +20,14 @@ def node() -> str:
 
 
 @pytest.fixture
-def netconf(etcd_backend, etcd_server, node, tmp_path) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    create_pool(etcd_backend, "test-pool", POOL_CIDR)
-    create_pool(etcd_backend, "test-pool-v6", POOL6_CIDR)
+def netconf(datastore, node, tmp_path) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    create_pool(datastore.backend, "test-pool", POOL_CIDR)
+    create_pool(datastore.backend, "test-pool-v6", POOL6_CIDR)
     return {
         "cniVersion": "1.0.0",
         "name": "k8s-pod-network",
         "type": "calico",
-        "etcd_endpoints": etcd_server.endpoint,
+        **datastore.netconf,
         "nodename": node,
         "log_level": "debug",
         "log_file_path": str(tmp_path / "cni.log"),
@@ -40,8 +41,11 @@ Call = Callable[..., PluginResult]
 
 
 @pytest.fixture
-def calico(cni_path: str) -> Call:
+def calico(cni_path: str, datastore, node) -> Call:  # type: ignore[no-untyped-def]
     def call(command: str, conf: Any, **kw: Any) -> PluginResult:
+        if command == "ADD":
+            # Kubernetes mode: kubelet would have created the pod already.
+            datastore.prepare_from_cni_args(kw.get("cni_args", ""), node)
         return exec_plugin(cni_path, "calico", command, conf, **kw)
 
     return call

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.etcd, pytest.mark.netns]
 CNITOOL = os.path.join(CACHE, "bin", "cnitool")
 
 
-def test_conflist_with_portmap_via_cnitool(netconf, cni_path, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_conflist_with_portmap_via_cnitool(netconf, cni_path, tmp_path, datastore, node) -> None:  # type: ignore[no-untyped-def]
     plugin = {k: v for k, v in netconf.items() if k not in ("cniVersion", "name")}
     conflist = {
         "cniVersion": "1.0.0",
@@ -26,7 +26,9 @@ def test_conflist_with_portmap_via_cnitool(netconf, cni_path, tmp_path) -> None:
     (confdir / "10-calico.conflist").write_text(json.dumps(conflist))
     env = {**os.environ, "NETCONFPATH": str(confdir), "CNI_PATH": cni_path,
            "CNI_CACHE_DIR": str(tmp_path / "cache"),
+           "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=chained",
            "CAP_ARGS": json.dumps({"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]})}
+    datastore.prepare_pod("default", "chained", node)
     with Netns() as ns:
         add = subprocess.run([CNITOOL, "add", "k8s-pod-network", ns.path], env=env, capture_output=True, text=True)
         assert add.returncode == 0, add.stdout + add.stderr

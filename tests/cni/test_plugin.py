@@ -1,4 +1,4 @@
-"""The calico CNI plugin on real namespaces, backed by a real etcd."""
+"""The calico CNI plugin on real namespaces, backed by a real etcd or a real kube-apiserver."""
 from __future__ import annotations
 
 import copy
@@ -35,14 +35,17 @@ def allocations(backend) -> list[tuple[str, int]]:  # type: ignore[no-untyped-de
 
 
 def endpoints(backend) -> list[str]:  # type: ignore[no-untyped-def]
-    return [kv.key.name for kv in backend.list(ListOptions("WorkloadEndpoint")).items]
+    """Live endpoints: with addresses (a Kubernetes pod stays a WorkloadEndpoint
+    after DEL, with its addresses blanked)."""
+    return [kv.key.name for kv in backend.list(ListOptions("WorkloadEndpoint")).items
+            if kv.value["spec"].get("ipNetworks")]
 
 
 def handles(backend) -> list[str]:  # type: ignore[no-untyped-def]
     return [kv.key.handle_id for kv in backend.list(ListOptions("IPAMHandle")).items]
 
 
-def test_two_pods_ping_check_and_clean_delete(calico, netconf, etcd_backend) -> None:  # type: ignore[no-untyped-def]
+def test_two_pods_ping_check_and_clean_delete(calico, netconf, backend) -> None:  # type: ignore[no-untyped-def]
     with Netns() as ns_a, Netns() as ns_b:
         add_a = calico("ADD", netconf, container_id="cid-a-0001", netns=ns_a.path, cni_args=k8s_args("pod-a"))
         add_b = calico("ADD", netconf, container_id="cid-b-0002", netns=ns_b.path, cni_args=k8s_args("pod-b"))
@@ -73,7 +76,7 @@ def test_two_pods_ping_check_and_clean_delete(calico, netconf, etcd_backend) -> 
         assert ns_a.ping(ip_b) and ns_b.ping(ip_a)
 
         # The WorkloadEndpoint, as upstream names it.
-        weps = endpoints(etcd_backend)
+        weps = endpoints(backend)
         node = netconf["nodename"].replace("-", "--")
         assert f"{node}-k8s-pod--a-eth0" in weps and f"{node}-k8s-pod--b-eth0" in weps
 
@@ -99,23 +102,25 @@ def test_two_pods_ping_check_and_clean_delete(calico, netconf, etcd_backend) -> 
         assert d.ok, d.stdout + d.stderr
 
     assert {res_a["interfaces"][0]["name"], res_b["interfaces"][0]["name"]} & cali_links() == set()
-    assert allocations(etcd_backend) == []
-    assert handles(etcd_backend) == []
-    assert endpoints(etcd_backend) == []
+    assert allocations(backend) == []
+    assert handles(backend) == []
+    assert endpoints(backend) == []
 
 
-def test_repeated_add_returns_same_addresses(calico, netconf, etcd_backend) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_add_returns_same_addresses(calico, netconf, backend) -> None:  # type: ignore[no-untyped-def]
     with Netns() as ns:
         first = calico("ADD", netconf, container_id="cid-rep", netns=ns.path, cni_args=k8s_args("rep"))
         second = calico("ADD", netconf, container_id="cid-rep", netns=ns.path, cni_args=k8s_args("rep"))
         assert first.ok and second.ok, second.stdout
         assert first.json["ips"] == second.json["ips"]
-        assert len(allocations(etcd_backend)) == 1
+        assert len(allocations(backend)) == 1
         assert calico("DEL", netconf, container_id="cid-rep", netns=ns.path, cni_args=k8s_args("rep")).ok
-    assert allocations(etcd_backend) == []
+    assert allocations(backend) == []
 
 
-def test_plain_cni_container_and_dual_stack(calico, netconf, etcd_backend) -> None:  # type: ignore[no-untyped-def]
+def test_plain_cni_container_and_dual_stack(calico, netconf, backend, datastore) -> None:  # type: ignore[no-untyped-def]
+    if datastore.is_kubernetes:
+        pytest.skip("the Kubernetes datastore has no plain-CNI (non-pod) workloads, as upstream")
     conf = copy.deepcopy(netconf)
     conf["ipam"].update(assign_ipv4="true", assign_ipv6="true")
     with Netns() as a, Netns() as b:
@@ -134,18 +139,19 @@ def test_plain_cni_container_and_dual_stack(calico, netconf, etcd_backend) -> No
         # (Felix's job, not the plugin's): check host <-> pod over IPv6 here.
         assert subprocess.run(["ping", "-6", "-c", "1", "-W", "2", v6_b], capture_output=True).returncode == 0
         # A plain container gets the network-named profile and endpoint name.
-        wep = [n for n in endpoints(etcd_backend) if "-cni-dualstack--a-" in n]
-        assert wep, endpoints(etcd_backend)
+        wep = [n for n in endpoints(backend) if "-cni-dualstack--a-" in n]
+        assert wep, endpoints(backend)
         for cid, ns in (("dualstack-a", a), ("dualstack-b", b)):
             assert calico("DEL", conf, container_id=cid, netns=ns.path).ok
-    assert allocations(etcd_backend) == []
+    assert allocations(backend) == []
 
 
 @pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
 def test_results_validate_for_every_version(calico, netconf, version) -> None:  # type: ignore[no-untyped-def]
     conf = {**netconf, "cniVersion": version}
     with Netns() as ns:
-        res = calico("ADD", conf, container_id=f"ver-{version}", netns=ns.path)
+        res = calico("ADD", conf, container_id=f"ver-{version}", netns=ns.path,
+                     cni_args=k8s_args(f"ver-{version}"))
         assert res.ok, res.stdout
         out = res.json
         assert out["cniVersion"] == version
@@ -161,7 +167,8 @@ def test_results_validate_for_every_version(calico, netconf, version) -> None:  
         for route in out["routes"]:
             ipaddress.ip_network(route["dst"])
         assert isinstance(out["dns"], dict)
-        assert calico("DEL", conf, container_id=f"ver-{version}", netns=ns.path).ok
+        assert calico("DEL", conf, container_id=f"ver-{version}", netns=ns.path,
+                      cni_args=k8s_args(f"ver-{version}")).ok
 
 
 def test_version_command(calico) -> None:  # type: ignore[no-untyped-def]
@@ -186,13 +193,16 @@ BAD_INPUTS = [
     ("missing-ipam-plugin", {}, {"ipam": {"type": "no-such-ipam"}}, 7),
     ("missing-ipam-section", {}, {"ipam": None}, 7),
     ("bad-datastore-type", {}, {"datastore_type": "zookeeper"}, 7),
-    ("unreachable-etcd", {}, {"etcd_endpoints": "http://127.0.0.1:1"}, 11),
+    ("unreachable-datastore", {}, "UNREACHABLE", 11),  # datastore.unreachable
 ]
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_inputs_give_error_json_and_leave_nothing(case, calico, netconf, etcd_backend, cni_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_inputs_give_error_json_and_leave_nothing(case, calico, netconf, backend, datastore, cni_path) -> None:  # type: ignore[no-untyped-def]
     _, env, change, code = case
+    if change == "UNREACHABLE":
+        change = datastore.unreachable
+        env = {**env, "CNI_ARGS": k8s_args("unreachable")}
     with Netns() as ns:
         if isinstance(change, bytes):
             conf: Any = change
@@ -221,20 +231,20 @@ def test_bad_inputs_give_error_json_and_leave_nothing(case, calico, netconf, etc
 
     would_be = Workload.from_args("n", "bad-input-cid", "eth0", {}).host_ifname
     assert would_be not in cali_links()
-    assert allocations(etcd_backend) == []
-    assert endpoints(etcd_backend) == []
+    assert allocations(backend) == []
+    assert endpoints(backend) == []
 
 
-def test_failure_after_ipam_rolls_back(calico, netconf, etcd_backend) -> None:  # type: ignore[no-untyped-def]
+def test_failure_after_ipam_rolls_back(calico, netconf, backend) -> None:  # type: ignore[no-untyped-def]
     """eth0 already exists in the netns: ADD fails after IPAM; the address is released."""
     with Netns() as ns:
         ns.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer", check=True)
         res = calico("ADD", netconf, container_id="rollback-1", netns=ns.path, cni_args=k8s_args("rb"))
         assert not res.ok
         assert res.json["code"] == 104, res.json
-    assert allocations(etcd_backend) == []
-    assert handles(etcd_backend) == []
-    assert endpoints(etcd_backend) == []
+    assert allocations(backend) == []
+    assert handles(backend) == []
+    assert endpoints(backend) == []
 
 
 def test_del_of_unknown_container_succeeds(calico, netconf) -> None:  # type: ignore[no-untyped-def]
@@ -242,21 +252,21 @@ def test_del_of_unknown_container_succeeds(calico, netconf) -> None:  # type: ig
     assert res.ok and res.stdout == "", res.stdout + res.stderr
 
 
-def test_status_and_gc(calico, netconf, etcd_backend) -> None:  # type: ignore[no-untyped-def]
+def test_status_and_gc(calico, netconf, backend, datastore) -> None:  # type: ignore[no-untyped-def]
     conf = {**netconf, "cniVersion": "1.1.0"}
     status = calico("STATUS", conf)
     assert status.ok, status.stdout
-    down = calico("STATUS", {**conf, "etcd_endpoints": "http://127.0.0.1:1"})
+    down = calico("STATUS", {**conf, **datastore.unreachable})
     assert not down.ok and down.json["code"] == 50
     with Netns() as keep, Netns() as gone:
-        assert calico("ADD", conf, container_id="gc-keep", netns=keep.path).ok
-        assert calico("ADD", conf, container_id="gc-gone", netns=gone.path).ok
+        assert calico("ADD", conf, container_id="gc-keep", netns=keep.path, cni_args=k8s_args("gc-keep")).ok
+        assert calico("ADD", conf, container_id="gc-gone", netns=gone.path, cni_args=k8s_args("gc-gone")).ok
         gone.delete()  # the runtime lost this one without a DEL
         gc_conf = {**conf, "cni.dev/valid-attachments": [{"containerID": "gc-keep", "ifname": "eth0"}]}
         res = calico("GC", gc_conf)
         assert res.ok, res.stdout + res.stderr
-        names = endpoints(etcd_backend)
+        names = endpoints(backend)
         assert any("gc--keep" in n for n in names) and not any("gc--gone" in n for n in names)
-        assert len(allocations(etcd_backend)) == 1
-        assert calico("DEL", conf, container_id="gc-keep", netns=keep.path).ok
-    assert allocations(etcd_backend) == []
+        assert len(allocations(backend)) == 1
+        assert calico("DEL", conf, container_id="gc-keep", netns=keep.path, cni_args=k8s_args("gc-keep")).ok
+    assert allocations(backend) == []

@@ -1,4 +1,5 @@
-"""Fixtures for calico-ipam tests: a real etcd, the real executable, temp
+"""Fixtures for calico-ipam tests: a real datastore (etcd, and a real
+kube-apiserver: every test runs in both modes), the real executable, temp
 lock and log files."""
 from __future__ import annotations
 
@@ -17,17 +18,18 @@ NETWORK = "k8s-pod-network"
 
 @dataclass
 class IPAMEnv:
-    backend: Any  # EtcdBackend
-    endpoint: str
+    backend: Any  # EtcdBackend or KubernetesBackend
+    endpoint: str  # etcd endpoint ("" in Kubernetes mode)
     cni_path: str
     tmp: str
+    datastore: Any = None  # tests.kubernetes.fixtures.Datastore
 
     def conf(self, node: str = "node-1", cni_version: str = "1.0.0", **ipam: Any) -> dict[str, Any]:
         return {
             "cniVersion": cni_version,
             "name": NETWORK,
             "type": "calico",
-            "etcd_endpoints": self.endpoint,
+            **self.datastore.netconf,
             "nodename": node,
             "ipam_lock_file": os.path.join(self.tmp, "locks", node, "ipam.lock"),
             "log_file_path": os.path.join(self.tmp, "cni.log"),
@@ -54,5 +56,6 @@ def parallel(fn: Callable[..., T], items: list[Any], workers: int = 50) -> list[
 
 
 @pytest.fixture
-def ipam_env(etcd_backend: Any, etcd_server: Any, tmp_path: Any, cni_path: str) -> Iterator[IPAMEnv]:
-    yield IPAMEnv(etcd_backend, etcd_server.endpoint, cni_path, str(tmp_path))
+def ipam_env(datastore: Any, tmp_path: Any, cni_path: str) -> Iterator[IPAMEnv]:
+    yield IPAMEnv(datastore.backend, datastore.netconf.get("etcd_endpoints", ""), cni_path, str(tmp_path),
+                  datastore)

@@ -12,12 +12,23 @@ def wep_name(node: str, container_id: str, iface: str = "eth0") -> str:
     return Workload.from_args(node, container_id, iface, {}).endpoint_name
 
 
+def _is_kubernetes(backend: Any) -> bool:
+    return type(backend).__name__ == "KubernetesBackend"
+
+
 def create_wep(backend: Any, node: str, container_id: str, addresses: list[str]) -> None:
-    """What the calico plugin writes after a successful IPAM ADD (cni orchestrator)."""
+    """What the calico plugin writes after a successful IPAM ADD (cni
+    orchestrator; in Kubernetes mode a pod named after the container, as
+    the kubelet would have created, with the plugin's annotations)."""
     nets = []
     for a in addresses:
         ip = ipaddress.ip_interface(a).ip
         nets.append(f"{ip}/{ip.max_prefixlen}")
+    if _is_kubernetes(backend):
+        from tests.kubernetes.fixtures import create_pod_workload
+
+        create_pod_workload(backend, node, container_id, nets)
+        return
     name = wep_name(node, container_id)
     backend.apply(
         ResourceKey("WorkloadEndpoint", name, "default"),
@@ -34,6 +45,12 @@ def create_wep(backend: Any, node: str, container_id: str, addresses: list[str])
 
 def delete_wep(backend: Any, node: str, container_id: str) -> None:
     from datastore.errors import NotFound
+
+    if _is_kubernetes(backend):
+        from tests.kubernetes.fixtures import delete_pod_workload
+
+        delete_pod_workload(backend, container_id)
+        return
 
     try:
         backend.delete(ResourceKey("WorkloadEndpoint", wep_name(node, container_id), "default"))

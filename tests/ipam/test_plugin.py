@@ -43,7 +43,7 @@ def test_specific_ip_in_use_check_and_idempotent_del(ipam_env: IPAMEnv) -> None:
 
 def test_datastore_down_is_try_again_later_quickly(ipam_env: IPAMEnv) -> None:
     conf = ipam_env.conf()
-    conf["etcd_endpoints"] = f"http://127.0.0.1:{free_port()}"
+    conf.update(ipam_env.datastore.unreachable)
     start = time.monotonic()
     result = ipam_env.add("down1", conf)
     elapsed = time.monotonic() - start
