@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import subprocess
 from typing import Any
 
@@ -35,7 +36,7 @@ def exec_ipam(args: CmdArgs, ipam_type: str, command: str, stdin: bytes | None =
     if ipam_type == "calico-ipam" and hosting.inprocess_ipam is not None:
         # Inside the node's CNI service: same handlers, no exec.
         return hosting.inprocess_ipam(args, command, stdin)
-    env = dict(hosting.request_environ() or os.environ)
+    env = _child_environ(dict(hosting.request_environ() or os.environ))
     env.update(
         CNI_COMMAND=command,
         CNI_CONTAINERID=args.container_id,
@@ -74,3 +75,16 @@ def exec_ipam(args: CmdArgs, ipam_type: str, command: str, stdin: bytes | None =
     except ValueError:
         raise CNIError(IPAM_ERROR, f"IPAM plugin {ipam_type} returned invalid JSON", out[:500]) from None
     return result if isinstance(result, dict) else None
+
+
+def _child_environ(env: dict[str, str]) -> dict[str, str]:
+    """The environment for a delegated plugin. A PyInstaller bundle's
+    bootloader sets its own variables and library path; the child (another
+    bundle, or a Go plugin) must not inherit them."""
+    for key in [k for k in env if k.startswith("_PYI") or k.startswith("_MEI")]:
+        del env[key]
+    if "LD_LIBRARY_PATH_ORIG" in env:
+        env["LD_LIBRARY_PATH"] = env.pop("LD_LIBRARY_PATH_ORIG")
+    elif getattr(sys, "frozen", False):
+        env.pop("LD_LIBRARY_PATH", None)
+    return env
