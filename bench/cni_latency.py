@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def main() -> None:
                 rows += [("ADD", f"calico+calico-ipam ({name})", add), ("DEL", f"calico+calico-ipam ({name})", dele)]
         finally:
             subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+            shutil.rmtree(tmp, ignore_errors=True)
 
     reference = {op: pct(s, 0.5) for op, label, s in rows if "(Go)" in label}
     print(f"\nCNI latency, n={args.n} per series, ms (reference plugins from {REFERENCE_PLUGINS})")
