@@ -114,3 +114,17 @@ def standalone(cni_path: str):  # type: ignore[no-untyped-def]
 
 
 __all__ = ["sys"]
+
+
+@pytest.fixture
+def datastore(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
+    """The fast-path tests run on etcd only (this overrides the etcd/kubernetes
+    parametrization of tests/cni's fixtures); the Kubernetes-datastore variant
+    of the fast path is not covered yet."""
+    from tests.kubernetes.fixtures import make_datastore
+
+    ds = make_datastore("etcd", request, str(tmp_path))
+    try:
+        yield ds
+    finally:
+        ds.cleanup()

@@ -67,8 +67,10 @@ def test_add_check_del_identical_on_both_paths(calico, standalone, netconf, etcd
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_errors_byte_for_byte(case, netconf, cni_path, cni_service, etcd_backend) -> None:  # type: ignore[no-untyped-def]
+def test_errors_byte_for_byte(case, netconf, cni_path, cni_service, etcd_backend, datastore) -> None:  # type: ignore[no-untyped-def]
     _, env, change, _code = case
+    if change == "UNREACHABLE":
+        change = datastore.unreachable
     with Netns() as ns:
         if isinstance(change, bytes):
             conf: Any = change
