@@ -10,6 +10,8 @@ import tempfile
 import time
 import urllib.request
 
+from tests.support.process import stop_process
+
 ETCD_BINARY = os.environ.get("PYCALICO_ETCD", shutil.which("etcd") or "/usr/bin/etcd")
 
 
@@ -79,13 +81,7 @@ class EtcdServer:
         raise RuntimeError(f"etcd did not become ready in {timeout}s; see {self.log_path}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, sig, grace=10)
         self.proc = None
 
     def kill(self) -> None:

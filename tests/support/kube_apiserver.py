@@ -27,6 +27,7 @@ import urllib.request
 from typing import Any
 
 from tests.support.etcd_server import EtcdServer, free_port
+from tests.support.process import stop_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE = os.environ.get("PYCALICO_CACHE", "/var/cache/pycalico")
@@ -181,13 +182,7 @@ class KubeApiServer:
             return ""
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, sig, grace=20)
         self.proc = None
 
     def restart(self) -> None:

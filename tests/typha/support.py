@@ -15,6 +15,7 @@ from typing import Any, Callable
 from datastore.keys import ResourceKey
 from datastore.syncer import SyncStatus, Update
 from tests.support.etcd_server import free_port
+from tests.support.process import stop_process
 from typha.client import TyphaSyncer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -90,13 +91,7 @@ class TyphaProcess:
         raise KeyError(name)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, sig, grace=10)
         self.proc = None
 
     def kill(self) -> None:
