@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.support.etcd_server import EtcdServer
+from tests.support.etcd_server import EtcdServer, wipe_calico
 
 # kube_apiserver, kube_backend and the datastore/backend fixtures
 # parametrized over etcd and the Kubernetes API (tests/kubernetes/fixtures.py).
@@ -33,14 +33,11 @@ def etcd_backend(etcd_server: EtcdServer):  # type: ignore[no-untyped-def]
     from datastore.etcd import EtcdBackend
 
     backend = EtcdBackend(etcd_server.endpoint)
-    _wipe(backend)
+    wipe_calico(backend)
     yield backend
-    _wipe(backend)
+    wipe_calico(backend)
     backend.close()
 
-
-def _wipe(backend) -> None:  # type: ignore[no-untyped-def]
-    backend._post("/kv/deleterange", {"key": "L2NhbGljby8=", "range_end": "L2NhbGljbzA="})  # /calico/ .. /calico0
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ from typing import Iterator
 import pytest
 
 from tests.felix.harness import Cluster
+from tests.support.etcd_server import wipe_calico
 
-
-def _wipe(backend) -> None:  # type: ignore[no-untyped-def]
-    backend._post("/kv/deleterange", {"key": "L2NhbGljby8=", "range_end": "L2NhbGljbzA="})  # /calico/
 
 
 @pytest.fixture(scope="package")
@@ -21,12 +19,12 @@ def cluster(etcd_server, cni_path) -> Iterator[Cluster]:  # type: ignore[no-unty
     from datastore.etcd import EtcdBackend
 
     backend = EtcdBackend(etcd_server.endpoint)
-    _wipe(backend)
+    wipe_calico(backend)
     c = Cluster(backend, etcd_server.endpoint, cni_path)
     try:
         c.setup()
         yield c
     finally:
         c.teardown()
-        _wipe(backend)
+        wipe_calico(backend)
         backend.close()

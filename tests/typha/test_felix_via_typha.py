@@ -22,10 +22,10 @@ def typha_cluster(etcd_server, cni_path) -> Iterator[tuple[Cluster, TyphaProcess
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, nftables)")
     from datastore.etcd import EtcdBackend
-    from tests.conftest import _wipe
+    from tests.support.etcd_server import wipe_calico
 
     backend = EtcdBackend(etcd_server.endpoint)
-    _wipe(backend)
+    wipe_calico(backend)
     typha = TyphaProcess(etcd_server.endpoint).start()
     c = Cluster(backend, etcd_server.endpoint, cni_path, namespaces=("x", "y"), pods=("a", "b"))
     c.felix.env["FELIX_TYPHAADDR"] = typha.addr
@@ -36,7 +36,7 @@ def typha_cluster(etcd_server, cni_path) -> Iterator[tuple[Cluster, TyphaProcess
     finally:
         c.teardown()
         typha.cleanup()
-        _wipe(backend)
+        wipe_calico(backend)
         backend.close()
 
 
