@@ -144,7 +144,6 @@ def _workload_endpoint(ctx: Context, pod: dataplane.PodNetwork) -> dict[str, Any
     wl = ctx.workload
     spec: dict[str, Any] = {
         "orchestrator": wl.orchestrator,
-        "workload": "" if wl.orchestrator == "k8s" else wl.container_id,
         "node": wl.node,
         "containerID": wl.container_id,
         "endpoint": wl.ifname,
@@ -155,7 +154,8 @@ def _workload_endpoint(ctx: Context, pod: dataplane.PodNetwork) -> dict[str, Any
     }
     if wl.orchestrator == "k8s":
         spec["pod"] = wl.pod
-        del spec["workload"]
+    else:
+        spec["workload"] = wl.container_id
     labels = {ORCHESTRATOR_LABEL: wl.orchestrator, NAMESPACE_LABEL: wl.namespace}
     return {
         "apiVersion": "projectcalico.org/v3",
