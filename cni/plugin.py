@@ -385,7 +385,8 @@ def cmd_gc(args: CmdArgs) -> None:
         from datastore.keys import ListOptions
 
         with datastore_errors("listing workload endpoints"):
-            endpoints = ctx.backend.list(ListOptions("WorkloadEndpoint")).items
+            # This node's endpoints only (kubernetes: a spec.nodeName field selector).
+            endpoints = ctx.backend.list(ListOptions("WorkloadEndpoint", node=ctx.node)).items
             for kv in endpoints:
                 spec = kv.value.get("spec", {})
                 if spec.get("node") != ctx.node:

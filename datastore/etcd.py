@@ -346,7 +346,7 @@ def _matches(options: ListOptions, key: Key) -> bool:
             return False
         if options.namespace and key.namespace != options.namespace:
             return False
-        return key.name.startswith(options.name_prefix)
+        return key.name.startswith(options.name_prefix) and options.accepts_node(key)
     return type(key).__name__ == _IPAM_KEY_TYPES.get(options.kind)
 
 

@@ -112,13 +112,31 @@ Key = Union[ResourceKey, BlockKey, BlockAffinityKey, HandleKey, IPAMConfigKey]
 @dataclass(frozen=True)
 class ListOptions:
     """What to list: a kind of resource (optionally one namespace, optionally a
-    name prefix), or one of the IPAM collections."""
+    name prefix), or one of the IPAM collections.
+
+    ``node`` (WorkloadEndpoint only) keeps one node's endpoints: the
+    Kubernetes backend asks the API server for ``spec.nodeName=<node>`` pods
+    only; etcd narrows the key range when a namespace is given and otherwise
+    filters on the node segment of each endpoint's name (both in lists and
+    in watches)."""
 
     kind: str  # a resource kind, or "Block", "BlockAffinity", "IPAMHandle"
     namespace: str | None = None
     name_prefix: str = ""
     host: str | None = None  # BlockAffinity only: one host's affinities
     ip_version: int | None = None  # Block / BlockAffinity only
+    node: str | None = None  # WorkloadEndpoint only: one node's endpoints
+
+    def __post_init__(self) -> None:
+        if self.node is not None and (self.kind in ("Block", "BlockAffinity", "IPAMHandle", "IPAMConfig")
+                                      or kind_info(self.kind).name != "WorkloadEndpoint"):
+            raise ValueError(f"ListOptions.node filters WorkloadEndpoints only, not {self.kind}")
+
+    def accepts_node(self, key: "Key") -> bool:
+        """Whether ``key`` passes the ``node`` filter (from the key alone)."""
+        if self.node is None:
+            return True
+        return isinstance(key, ResourceKey) and wep_node(key.name) == self.node
 
     @property
     def prefix(self) -> str:
@@ -134,8 +152,31 @@ class ListOptions:
             return f"{IPAM_ROOT}handle/{self.name_prefix}"
         info = kind_info(self.kind)
         if info.namespaced and self.namespace:
-            return f"{RESOURCE_ROOT}{info.plural}/{self.namespace}/{self.name_prefix}"
+            name_prefix = self.name_prefix
+            if self.node is not None and not name_prefix:
+                name_prefix = escape_wep_segment(self.node) + "-"  # a superset: accepts_node decides
+            return f"{RESOURCE_ROOT}{info.plural}/{self.namespace}/{name_prefix}"
         return f"{RESOURCE_ROOT}{info.plural}/{self.name_prefix if not info.namespaced else ''}"
+
+
+def escape_wep_segment(segment: str) -> str:
+    """WorkloadEndpoint names join node, orchestrator, workload and endpoint
+    with ``-`` and double the hyphens inside each segment."""
+    return segment.replace("-", "--")
+
+
+def wep_node(name: str) -> str | None:
+    """The node segment of a WorkloadEndpoint name (``node--1-k8s-pod-eth0`` ->
+    ``node-1``); ``None`` when the name has no separator."""
+    i = 0
+    while i < len(name):
+        if name[i] == "-":
+            if name.startswith("--", i):
+                i += 2
+                continue
+            return name[:i].replace("--", "-")
+        i += 1
+    return None
 
 
 _PLURALS = {k.plural: k for k in KINDS.values()}

@@ -130,7 +130,7 @@ def _name_filter(options: ListOptions) -> Callable[[Key], bool]:
                 return False
             if options.namespace and key.namespace != options.namespace:
                 return False
-            return key.name.startswith(options.name_prefix)
+            return key.name.startswith(options.name_prefix) and options.accepts_node(key)
         return True
 
     return accept
@@ -269,10 +269,8 @@ class WorkloadEndpoints(Mapping):
 
     @staticmethod
     def _node_query(options: ListOptions) -> dict[str, Any]:
-        """One node's pods only, server-side (a ``node`` field on ListOptions,
-        when the caller's ListOptions has one)."""
-        node = getattr(options, "node", None)
-        return {"fieldSelector": f"spec.nodeName={node}"} if node else {}
+        """``ListOptions.node``: one node's pods only, selected by the API server."""
+        return {"fieldSelector": f"spec.nodeName={options.node}"} if options.node else {}
 
     def list(self, options: ListOptions) -> ListResult:
         items, revision = self._list(self._pod_path(options.namespace), options, self._node_query(options))
