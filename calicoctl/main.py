@@ -244,6 +244,9 @@ def build_parser() -> Parser:
         r = mig_sub.add_parser(name, help=text, description=text)
         _add_config(r)
 
+    from calicoctl import explain  # policy explain
+    explain.add_parser(sub, _add_config)
+
     # -- version ---------------------------------------------------------
     p = sub.add_parser("version", help="Display the version of calicoctl and of the cluster.",
                        description="Display the client version and, unless --client is given, the cluster's "
@@ -281,6 +284,10 @@ def dispatch(args: argparse.Namespace, parser: Parser) -> None:
         from calicoctl import datastorecmd
 
         datastorecmd.run(args, _out)
+    elif args.command == "policy":
+        from calicoctl import explain
+
+        explain.run(args, _out)
     elif args.command == "version":
         from calicoctl import version
 

@@ -80,7 +80,8 @@ RESOURCE_CRDS: dict[str, CRD] = {
     for kind in (
         "IPPool", "HostEndpoint", "NetworkPolicy", "GlobalNetworkPolicy", "Tier", "NetworkSet",
         "GlobalNetworkSet", "BGPConfiguration", "BGPPeer", "FelixConfiguration",
-        "ClusterInformation",
+        "ClusterInformation", "StagedNetworkPolicy", "StagedGlobalNetworkPolicy",
+        "StagedKubernetesNetworkPolicy",
     )
 }
 RESOURCE_CRDS["IPAMConfiguration"] = ALL_CRDS["IPAMConfig"]
