@@ -60,6 +60,16 @@ PARAMS: tuple[Param, ...] = (
     Param("EtcdCaFile", "str", "", local=True),
     Param("FelixHostname", "str", "", local=True),
     Param("ConfigFile", "str", DEFAULT_CONFIG_FILE, local=True),
+    # Typha (local only, as upstream: needed before the datastore is read).
+    Param("TyphaAddr", "str", "", local=True),
+    Param("TyphaK8sServiceName", "str", "", local=True),
+    Param("TyphaK8sNamespace", "str", "kube-system", local=True),
+    Param("TyphaReadTimeout", "seconds", 30.0, local=True),
+    Param("TyphaCAFile", "str", "", local=True),
+    Param("TyphaCertFile", "str", "", local=True),
+    Param("TyphaKeyFile", "str", "", local=True),
+    Param("TyphaCN", "str", "", local=True),
+    Param("TyphaURISAN", "str", "", local=True),
     # Health and metrics.
     Param("HealthEnabled", "bool", False),
     Param("HealthHost", "str", "localhost"),

@@ -1,15 +1,25 @@
-"""Where Felix gets its datastore updates: Typha when ``TyphaAddr`` is set, else the datastore.
+"""Where Felix gets its datastore updates: Typha when configured, else the datastore.
 
 Both sources have the same interface (``on_updates`` / ``on_status``,
 ``start()`` / ``stop()``) and deliver the same keys and values, so the
-calculation layer cannot tell them apart. Settings (upstream names, from the
-environment as ``FELIX_<NAME>``): TyphaAddr, TyphaCAFile, TyphaCertFile,
-TyphaKeyFile, TyphaCN, TyphaURISAN, TyphaReadTimeout (s, default 30).
+calculation layer cannot tell them apart.
+
+Settings (upstream names, local only: environment ``FELIX_<NAME>`` or the
+config file): ``TyphaAddr`` (host:port, several comma-separated) wins; else
+``TyphaK8sServiceName`` (+ ``TyphaK8sNamespace``, default ``kube-system``)
+finds Typha through the Service's EndpointSlices (port ``calico-typha``; this
+node's Typhas first, then the others, each group shuffled: see
+:mod:`typha.discovery`); TLS via ``TyphaCAFile``, ``TyphaCertFile``,
+``TyphaKeyFile``, ``TyphaCN``, ``TyphaURISAN``; ``TyphaReadTimeout`` (s, 30).
+
+With Typha configured Felix never reads the datastore directly (that would be
+the load Typha exists to remove): if no Typha can be found it logs why and
+keeps looking, staying not-ready.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from datastore.backend import Backend
 from datastore.keys import ListOptions
@@ -18,22 +28,44 @@ from datastore.syncer import OnStatus, OnUpdates, Syncer
 log = logging.getLogger(__name__)
 
 
-def _get(env: Mapping[str, str], name: str) -> str:
-    return env.get(f"FELIX_{name.upper()}", "") or env.get(f"FELIX_{name}", "")
+def kube_api_factory(backend: Backend, env: Mapping[str, str]) -> Callable[[], Any]:
+    """The Kubernetes API for Service discovery: the Kubernetes datastore's own
+    (stdlib HTTP) transport, or one built from ``KUBECONFIG`` / in-cluster credentials."""
+
+    def make() -> Any:
+        api = getattr(backend, "api", None)
+        if api is not None and hasattr(api, "request"):
+            return api
+        from datastore.kubernetes.backend import make_transport
+
+        kubeconfig = env.get("CALICO_KUBECONFIG") or env.get("KUBECONFIG") or None
+        return make_transport(kubeconfig, env.get("K8S_API_ENDPOINT") or None, 10.0, "http")
+
+    return make
 
 
 def make_syncer(env: Mapping[str, str], node: str, backend: Backend, options: list[ListOptions],
                 on_updates: OnUpdates, on_status: OnStatus) -> Any:
-    addr = _get(env, "TyphaAddr")
-    if not addr:
+    from felix.config import load_config
+
+    cfg = load_config(env=env)
+    addr = cfg.get("TyphaAddr")
+    service = cfg.get("TyphaK8sServiceName")
+    if not addr and not service:
         return Syncer(backend, options, on_updates, on_status)
     from typha.client import TyphaSyncer
+    from typha.discovery import AddressTracker, ServiceDiscoverer, StaticDiscoverer
 
-    log.info("using Typha at %s", addr)
+    if addr:
+        discoverer: Any = StaticDiscoverer(addr)
+        log.info("using Typha at %s", addr)
+    else:
+        discoverer = ServiceDiscoverer(kube_api_factory(backend, env), service,
+                                       cfg.get("TyphaK8sNamespace"), node)
+        log.info("using Typha, discovered through %s", discoverer.describe())
     return TyphaSyncer(
-        addr, node, on_updates, on_status,
-        ca_file=_get(env, "TyphaCAFile"), cert_file=_get(env, "TyphaCertFile"),
-        key_file=_get(env, "TyphaKeyFile"), server_cn=_get(env, "TyphaCN"),
-        server_uri_san=_get(env, "TyphaURISAN"),
-        read_timeout=float(_get(env, "TyphaReadTimeout") or 30),
+        AddressTracker(discoverer), node, on_updates, on_status,
+        ca_file=cfg.get("TyphaCAFile"), cert_file=cfg.get("TyphaCertFile"),
+        key_file=cfg.get("TyphaKeyFile"), server_cn=cfg.get("TyphaCN"),
+        server_uri_san=cfg.get("TyphaURISAN"), read_timeout=float(cfg.get("TyphaReadTimeout")),
     )

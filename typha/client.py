@@ -15,11 +15,12 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
-from datastore.keys import key_from_path
+from datastore.keys import Key, key_from_path
 from datastore.syncer import OnStatus, OnUpdates, SyncStatus, Update
 from typha import proto
+from typha.discovery import AddressTracker, NoTyphaError, StaticDiscoverer, TyphaAddr
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,21 @@ def _cert_matches(cert: dict[str, Any], cn: str, uri_san: str) -> bool:
     return bool((cn and cn in cns) or (uri_san and uri_san in uris))
 
 
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class TyphaSyncer:
+    """``addr``: "host:port" (or several, comma-separated), or an
+    :class:`~typha.discovery.AddressTracker` over Service discovery.
+    ``syncer_type``: which of Typha's caches to follow (``felix`` or ``bgp``);
+    ``key_filter`` drops keys this client does not want (confd: other nodes'
+    block affinities)."""
+
     def __init__(
         self,
-        addr: str,
+        addr: "str | AddressTracker",
         node: str,
         on_updates: OnUpdates,
         on_status: OnStatus = lambda status: None,
@@ -59,10 +71,18 @@ class TyphaSyncer:
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
         max_frame_size: int = proto.DEFAULT_MAX_FRAME,
+        syncer_type: str = proto.SYNCER_FELIX,
+        key_filter: Callable[[Key], bool] | None = None,
+        discovery_max_backoff: float = 30.0,
     ) -> None:
-        host, _, port = addr.rpartition(":")
-        self.host, self.port = host.strip("[]"), int(port)
+        self.tracker = addr if isinstance(addr, AddressTracker) else AddressTracker(StaticDiscoverer(addr))
+        self.host, self.port = "", 0
+        self.addr = ""  # the Typha of the current (or last) session
         self.node = node
+        self.syncer_type = syncer_type
+        self._key_filter = key_filter
+        self._discovery_max_backoff = discovery_max_backoff
+        self.discovery_failures = 0
         self._on_updates = on_updates
         self._on_status = on_status
         self._tls = client_ssl_context(ca_file, cert_file, key_file) if cert_file else None
@@ -102,15 +122,28 @@ class TyphaSyncer:
 
     def run(self) -> None:
         backoff = self._min_backoff
+        discovery_backoff = 1.0
         self._on_status(SyncStatus.WAIT_FOR_DATASTORE)
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self._session()
+                target = self.tracker.next_addr()
+            except NoTyphaError as exc:
+                self.discovery_failures += 1
+                log.error("Typha is configured but cannot be used: %s; Felix keeps waiting (no direct "
+                          "datastore access), next look-up in %.0fs", exc, discovery_backoff)
+                self._stop.wait(discovery_backoff)
+                discovery_backoff = min(discovery_backoff * 2, self._discovery_max_backoff)
+                continue
+            discovery_backoff = 1.0
+            self.addr = target.addr
+            self.host, self.port = split_addr(target.addr)
+            try:
+                self._session(target)
             except (OSError, proto.ProtocolError, ConnectionError) as exc:
                 if self._stop.is_set():
                     break
-                log.warning("Typha connection %s:%d lost: %s", self.host, self.port, exc)
+                log.warning("Typha connection %s lost: %s", self.addr, exc)
             finally:
                 sock, self._sock = self._sock, None
                 if sock is not None:
@@ -141,14 +174,14 @@ class TyphaSyncer:
     def _send(self, sock: socket.socket, msg: dict[str, Any]) -> None:
         sock.sendall(proto.encode(msg))
 
-    def _session(self) -> None:
+    def _session(self, target: TyphaAddr) -> None:
         sock = self._connect()
         self._sock = sock
         if self._stop.is_set():
             return
         self.connections += 1
         self._send(sock, {"type": "hello", "node": self.node, "version": proto.PROTOCOL_VERSION,
-                          "syncerType": proto.SYNCER_FELIX, "info": "pycalico felix"})
+                          "syncerType": self.syncer_type, "info": f"pycalico {self.syncer_type}"})
         buf = proto.FrameBuffer(self._max_frame)
         fresh: dict[str, tuple[str, Any]] = {}
         synced = False
@@ -175,6 +208,9 @@ class TyphaSyncer:
                 kind = msg["type"]
                 if kind == "serverHello":
                     hello_seen = True
+                    self.tracker.connected(target)
+                    log.info("connected to Typha %s (%s syncer, connection %s)", target.addr,
+                             self.syncer_type, msg.get("connId"))
                     self._on_status(SyncStatus.RESYNC)
                 elif not hello_seen:
                     raise proto.ProtocolError(f"expected serverHello, got {kind!r}")
@@ -212,7 +248,9 @@ class TyphaSyncer:
 
     def _update(self, path: str, value: Any, rev: str) -> Update | None:
         key = key_from_path(path)
-        return None if key is None else Update(key, value, rev)
+        if key is None or (self._key_filter is not None and not self._key_filter(key)):
+            return None
+        return Update(key, value, rev)
 
     def _deliver_snapshot(self, fresh: dict[str, tuple[str, Any]]) -> None:
         updates: list[Update] = []

@@ -12,9 +12,13 @@ class TyphaConfig:
     server_port: int = 5473  # TYPHA_SERVERPORT
     max_connections_upper_limit: int = 10000  # TYPHA_MAXCONNECTIONSUPPERLIMIT
     max_connections_lower_limit: int = 400  # TYPHA_MAXCONNECTIONSLOWERLIMIT
-    connection_rebalancing_mode: str = "none"  # TYPHA_CONNECTIONREBALANCINGMODE
-    connection_drop_interval: float = 1.0  # seconds between shed connections
-    connection_target: int = 0  # TYPHA_CONNECTIONTARGET: explicit shedding target (0 = limits)
+    connection_rebalancing_mode: str = "none"  # TYPHA_CONNECTIONREBALANCINGMODE: none | kubernetes
+    connection_drop_interval_secs: float = 1.0  # TYPHA_CONNECTIONDROPINTERVALSECS: between shed connections
+    connection_target: int = 0  # TYPHA_CONNECTIONTARGET (pycalico): fixed shedding target (0 = limits)
+    k8s_service_poll_interval_secs: float = 30.0  # TYPHA_K8SSERVICEPOLLINTERVALSECS
+    k8s_namespace: str = "kube-system"  # TYPHA_K8SNAMESPACE
+    k8s_service_name: str = "calico-typha"  # TYPHA_K8SSERVICENAME
+    k8s_port_name: str = "calico-typha"  # TYPHA_K8SPORTNAME
     ping_interval: float = 10.0  # TYPHA_PINGINTERVAL
     pong_timeout: float = 60.0  # TYPHA_PONGTIMEOUT
     handshake_timeout: float = 10.0  # TYPHA_HANDSHAKETIMEOUT
@@ -53,6 +57,10 @@ class TyphaConfig:
             else:
                 value = raw
             setattr(cfg, f.name, value)
+        cfg.connection_rebalancing_mode = cfg.connection_rebalancing_mode.lower()
+        if cfg.connection_rebalancing_mode not in ("none", "kubernetes"):
+            raise ValueError(f"TYPHA_CONNECTIONREBALANCINGMODE must be none or kubernetes, "
+                             f"not {cfg.connection_rebalancing_mode!r}")
         if (cfg.server_cert_file or cfg.server_key_file) and not (cfg.server_cert_file and cfg.server_key_file and cfg.ca_file):
             raise ValueError("TLS needs TYPHA_SERVERCERTFILE, TYPHA_SERVERKEYFILE and TYPHA_CAFILE")
         return cfg
@@ -63,8 +71,13 @@ class TyphaConfig:
 
 
 def rebalance_target(lower: int, upper: int, syncer_types: int, nodes: int, typhas: int) -> int:
-    """Upstream's per-Typha connection target for kubernetes rebalancing mode."""
+    """Upstream's per-Typha connection target for kubernetes rebalancing mode.
+
+    Each node runs one client per syncer type; the nodes are shared by all
+    Typhas but one (so one can be lost, e.g. in a rolling update, without
+    anybody having to move), plus 20 % headroom; clamped to [lower, upper].
+    A lone Typha takes everything up to the upper limit."""
     if typhas <= 1:
         return upper
-    target = syncer_types * (1 + nodes * 1.2 / (typhas - 1))
-    return int(min(upper, max(lower, target)))
+    target = syncer_types * (1 + nodes * 120 // (typhas - 1) // 100)
+    return min(upper, max(lower, target))

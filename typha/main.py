@@ -23,6 +23,10 @@ FELIX_KINDS = (
     "FelixConfiguration", "Tier", "Profile", "GlobalNetworkPolicy", "NetworkPolicy",
     "GlobalNetworkSet", "NetworkSet", "IPPool", "WorkloadEndpoint",
 )
+# What confd renders BIRD's config from (bird.state.WATCHED_KINDS, every node's
+# block affinities: each confd keeps its own node's).
+BGP_KINDS = ("Node", "BGPConfiguration", "BGPPeer", "IPPool", "BlockAffinity")
+SYNCER_KINDS = {proto.SYNCER_FELIX: FELIX_KINDS, proto.SYNCER_BGP: BGP_KINDS}
 LIVENESS_TIMEOUT = 30.0
 
 
@@ -32,9 +36,10 @@ class Typha:
         self.backend = backend
         self.metrics = Metrics()
         self.heartbeat = time.monotonic()
-        self.cache: SnapshotCache | None = None
+        self.cache: SnapshotCache | None = None  # the felix one
+        self.caches: dict[str, SnapshotCache] = {}
         self.server: SyncServer | None = None
-        self.syncer: Syncer | None = None
+        self.syncers: list[Syncer] = []
         self._http: list[Any] = []
         self._stopped: asyncio.Event | None = None
 
@@ -43,14 +48,16 @@ class Typha:
         return (200, "ok\n") if ok else (503, "event loop stalled\n")
 
     def _readiness(self) -> tuple[int, str]:
-        if self.cache is not None and self.cache.status == SyncStatus.IN_SYNC and self.server is not None:
+        if self.caches and self.server is not None and all(
+                c.status == SyncStatus.IN_SYNC for c in self.caches.values()):
             return 200, "ok\n"
         return 503, "not in sync with the datastore\n"
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        self.cache = SnapshotCache(loop, proto.SYNCER_FELIX)
+        self.caches = {t: SnapshotCache(loop, t) for t in SYNCER_KINDS}
+        self.cache = self.caches[proto.SYNCER_FELIX]
 
         def changed() -> None:
             assert self.cache is not None
@@ -58,16 +65,24 @@ class Typha:
             self.metrics.breadcrumb_revision = int(self.cache.revision)
 
         self.cache.on_change = changed
-        self.server = SyncServer(self.cfg, self.cache, self.metrics)
+        self.server = SyncServer(self.cfg, self.caches, self.metrics)
         await self.server.start()
+        rebalancer: asyncio.Task[None] | None = None
+        if self.cfg.connection_rebalancing_mode == "kubernetes":
+            from typha import rebalance
+
+            rebalancer = asyncio.ensure_future(rebalance.poll(
+                self._kube_api, self.cfg, len(self.caches), self.server.set_max_conns, self.metrics))
         if self.cfg.health_enabled:
             self._http.append(http.serve(self.cfg.health_host, self.cfg.health_port,
                                          {"/liveness": self._liveness, "/readiness": self._readiness}))
         if self.cfg.prometheus_metrics_enabled:
             self._http.append(http.serve(self.cfg.prometheus_metrics_host, self.cfg.prometheus_metrics_port,
                                          {"/metrics": lambda: (200, self.metrics.render())}))
-        self.syncer = Syncer(self.backend, [ListOptions(k) for k in FELIX_KINDS],
-                             self.cache.feed, self.cache.feed_status).start()
+        for syncer_type, kinds in SYNCER_KINDS.items():
+            cache = self.caches[syncer_type]
+            self.syncers.append(Syncer(self.backend, [ListOptions(k) for k in kinds],
+                                       cache.feed, cache.feed_status).start())
         try:
             while not self._stopped.is_set():
                 self.heartbeat = time.monotonic()
@@ -76,12 +91,27 @@ class Typha:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            if rebalancer is not None:
+                rebalancer.cancel()
             await self.server.drain(self.cfg.shutdown_timeout_secs)
             await self.server.stop()
-            await loop.run_in_executor(None, self.syncer.stop)
+            for syncer in self.syncers:
+                await loop.run_in_executor(None, syncer.stop)
             for srv in self._http:
                 srv.shutdown()
                 srv.server_close()
+
+    def _kube_api(self) -> Any:
+        """The Kubernetes API: the datastore's own connection in KDD mode, else
+        the kubeconfig (``KUBECONFIG``) or in-cluster credentials."""
+        api = getattr(self.backend, "api", None)
+        if api is not None and hasattr(api, "request"):
+            return api
+        import os
+
+        from datastore.kubernetes.backend import make_transport
+
+        return make_transport(os.environ.get("KUBECONFIG") or None, None, 10.0, "http")
 
     def stop(self) -> None:
         if self._stopped is not None:

@@ -45,6 +45,9 @@ class Metrics:
     tls_rejects: int = 0
     snapshot_size: int = 0
     breadcrumb_revision: int = 0
+    connection_target: int = 0
+    typhas_seen: int = 0  # Typha endpoints in the Service (kubernetes rebalancing)
+    nodes_seen: int = 0
     fanout_latency: Histogram = field(default_factory=Histogram)
 
     def render(self) -> str:
@@ -61,6 +64,13 @@ class Metrics:
             f'typha_connections_dropped{{reason="slow"}} {self.slow_client_drops}',
             f'typha_connections_dropped{{reason="protocol"}} {self.protocol_errors}',
             f'typha_connections_dropped{{reason="tls"}} {self.tls_rejects}',
+            "# HELP typha_connections_target Connection count above which connections are shed.",
+            "# TYPE typha_connections_target gauge",
+            f"typha_connections_target {self.connection_target}",
+            "# TYPE typha_k8s_typhas gauge",
+            f"typha_k8s_typhas {self.typhas_seen}",
+            "# TYPE typha_k8s_nodes gauge",
+            f"typha_k8s_nodes {self.nodes_seen}",
             "# HELP typha_snapshot_size Number of KVs in the cached snapshot.",
             "# TYPE typha_snapshot_size gauge",
             f"typha_snapshot_size {self.snapshot_size}",

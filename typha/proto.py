@@ -25,6 +25,7 @@ DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 SNAPSHOT_CHUNK = 500  # KVs per snapshot frame
 
 SYNCER_FELIX = "felix"
+SYNCER_BGP = "bgp"  # confd
 
 
 class ProtocolError(Exception):

@@ -55,6 +55,7 @@ class Connection:
         self.writer = writer
         self.id = next(_conn_ids)
         self.node = "?"
+        self.cache: SnapshotCache | None = None  # chosen by the client's hello
         self.queue: asyncio.Queue[tuple[bytes, float | None]] = asyncio.Queue(self.cfg.client_queue_size)
         self.closed = False
         self.close_reason = ""
@@ -77,7 +78,8 @@ class Connection:
         self.closed = True
         self.close_reason = reason
         log.info("closing connection %d (%s): %s", self.id, self.node, reason)
-        self.server.cache.subscribers.discard(self)
+        if self.cache is not None:
+            self.cache.subscribers.discard(self)
         for task in self._tasks:
             task.cancel()
         transport = self.writer.transport
@@ -117,17 +119,19 @@ class Connection:
             raise proto.ProtocolError(f"expected hello, got {hello.get('type')!r}")
         self.node = str(hello.get("node", "?"))
         syncer_type = hello.get("syncerType", proto.SYNCER_FELIX)
-        if syncer_type != self.server.cache.syncer_type:
+        cache = self.server.caches.get(syncer_type) if isinstance(syncer_type, str) else None
+        if cache is None:
             raise proto.ProtocolError(f"unsupported syncer type {syncer_type!r}")
+        self.cache = cache
         self.last_heard = time.monotonic()
         await self._send(proto.encode({"type": "serverHello", "version": proto.PROTOCOL_VERSION,
                                        "syncerType": syncer_type, "connId": self.id}))
         # Snapshot and subscription in one step on the loop: no delta is missed or repeated.
-        cache = self.server.cache
         snapshot = cache.snapshot_frames()
         status = proto.encode({"type": "status", "status": cache.status.value})
         cache.subscribers.add(self)
-        log.info("connection %d: node %s, sending snapshot of %d KVs", self.id, self.node, len(cache.kvs))
+        log.info("connection %d: node %s (%s), sending snapshot of %d KVs", self.id, self.node, syncer_type,
+                 len(cache.kvs))
         self._tasks = [
             asyncio.ensure_future(self._writer_loop(snapshot + [status])),
             asyncio.ensure_future(self._reader_loop()),
@@ -170,9 +174,13 @@ class Connection:
 
 
 class SyncServer:
-    def __init__(self, cfg: TyphaConfig, cache: SnapshotCache, metrics: Metrics) -> None:
+    """``caches``: one SnapshotCache per syncer type (``felix``, ``bgp``); a bare
+    cache serves its own type only."""
+
+    def __init__(self, cfg: TyphaConfig, caches: "SnapshotCache | dict[str, SnapshotCache]", metrics: Metrics) -> None:
         self.cfg = cfg
-        self.cache = cache
+        self.caches = caches if isinstance(caches, dict) else {caches.syncer_type: caches}
+        self.cache = self.caches.get(proto.SYNCER_FELIX) or next(iter(self.caches.values()))
         self.metrics = metrics
         self.connections: set[Connection] = set()
         self.tls = cfg.tls_enabled
@@ -229,10 +237,19 @@ class SyncServer:
         self.metrics.connections_accepted += 1
         await conn.run()
 
+    def set_max_conns(self, target: int, why: str = "") -> None:
+        """A new connection target (upstream's SetMaxConns): surplus is shed gradually."""
+        if target != self.target_connections:
+            log.info("connection target %d -> %d (%s); now %d connections", self.target_connections, target,
+                     why or "set", len(self.connections))
+            self.target_connections = target
+            self.metrics.connection_target = target
+
     async def _shed_loop(self) -> None:
         """Above the target, drop one random connection per interval so clients rebalance."""
         while True:
-            await asyncio.sleep(self.cfg.connection_drop_interval)
+            interval = self.cfg.connection_drop_interval_secs
+            await asyncio.sleep(interval * (0.95 + random.random() / 10))
             if len(self.connections) > self.target_connections:
                 victim = random.choice(list(self.connections))
                 self.metrics.shed_connections += 1

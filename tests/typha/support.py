@@ -183,3 +183,93 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
     except socket.timeout:
         return False
     return False
+
+
+class TyphaService:
+    """A Kubernetes Service for Typha and its EndpointSlices, written by hand
+    (the test kube-apiserver runs no endpoint controllers): one slice per
+    Typha, as the EndpointSlice controller makes when ports differ."""
+
+    PORT_NAME = "calico-typha"
+
+    def __init__(self, kube: Any, name: str, namespace: str = "kube-system") -> None:
+        self.kube = kube
+        self.name = name
+        self.namespace = namespace
+        self.slices: list[str] = []
+
+    def create(self) -> "TyphaService":
+        self.kube.must("POST", f"/api/v1/namespaces/{self.namespace}/services", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": {"k8s-app": self.name}},
+            "spec": {"selector": {"k8s-app": self.name},
+                     "ports": [{"name": self.PORT_NAME, "port": 5473, "protocol": "TCP",
+                                "targetPort": self.PORT_NAME}]},
+        })
+        return self
+
+    def add(self, suffix: str, port: int, ip: str = "198.18.0.1", node: str | None = None,
+            ready: bool = True, port_name: str = PORT_NAME) -> str:
+        name = f"{self.name}-{suffix}"
+        endpoint: dict[str, Any] = {"addresses": [ip], "conditions": {"ready": ready}}
+        if node:
+            endpoint["nodeName"] = node
+        self.kube.must("POST", f"/apis/discovery.k8s.io/v1/namespaces/{self.namespace}/endpointslices", {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": self.namespace,
+                         "labels": {"kubernetes.io/service-name": self.name}},
+            "addressType": "IPv4",
+            "endpoints": [endpoint],
+            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        })
+        self.slices.append(name)
+        return name
+
+    def add_typha(self, suffix: str, typha: "TyphaProcess", node: str | None = None) -> str:
+        host, _, port = typha.addr.rpartition(":")
+        return self.add(suffix, int(port), ip=host, node=node)
+
+    def remove(self, name: str) -> None:
+        self.kube.request("DELETE", f"/apis/discovery.k8s.io/v1/namespaces/{self.namespace}/endpointslices/{name}")
+        if name in self.slices:
+            self.slices.remove(name)
+
+    def cleanup(self) -> None:
+        for name in list(self.slices):
+            self.remove(name)
+        self.kube.request("DELETE", f"/api/v1/namespaces/{self.namespace}/services/{self.name}")
+
+
+class HostAddress:
+    """A non-loopback address of this host for Typhas to listen on (EndpointSlices
+    refuse loopback addresses): a /32 from 198.18.0.0/15 (benchmarking range) on a
+    veth pair of the test's own (no dummy module here), removed by ``cleanup()``."""
+
+    def __init__(self) -> None:
+        import random
+        import uuid
+
+        self.link = f"tyd{uuid.uuid4().hex[:8]}"
+        self.ip = f"198.{random.choice((18, 19))}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+        subprocess.run(["ip", "link", "add", self.link, "type", "veth", "peer", "name", self.link + "p"], check=True)
+        try:
+            subprocess.run(["ip", "addr", "add", f"{self.ip}/32", "dev", self.link], check=True)
+            subprocess.run(["ip", "link", "set", self.link + "p", "up"], check=True)
+            subprocess.run(["ip", "link", "set", self.link, "up"], check=True)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def cleanup(self) -> None:
+        subprocess.run(["ip", "link", "del", self.link], check=False, capture_output=True)
+
+
+def kdd_typha(kube: Any, host: str = "127.0.0.1", **env: str) -> TyphaProcess:
+    """A calico-typha on the Kubernetes datastore of ``kube``, listening on ``host``."""
+    base = {"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": kube.kubeconfig, "ETCD_ENDPOINTS": ""}
+    base.update(env)
+    typha = TyphaProcess("", **base)
+    typha.port = free_port(host)
+    typha.addr = f"{host}:{typha.port}"
+    typha.env.update({"TYPHA_SERVERHOST": host, "TYPHA_SERVERPORT": str(typha.port)})
+    return typha

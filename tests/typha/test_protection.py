@@ -100,7 +100,7 @@ def test_silent_client_is_dropped_after_handshake_timeout(typha_factory):  # typ
 
 def test_max_connections_and_shedding(etcd_backend, typha_factory, unique):  # type: ignore[no-untyped-def]
     typha = typha_factory(TYPHA_MAXCONNECTIONSUPPERLIMIT="4", TYPHA_CONNECTIONTARGET="2",
-                          TYPHA_CONNECTIONDROPINTERVAL="0.2")
+                          TYPHA_CONNECTIONDROPINTERVALSECS="0.2")
     socks = [raw_connect(typha.addr) for _ in range(4)]
     try:
         wait_for(lambda: typha.metric("typha_connections_accepted") == 4, 5)
