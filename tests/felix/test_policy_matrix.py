@@ -269,3 +269,9 @@ def test_policy_matrix(cluster: Cluster, dataplane: str, scenario: Scenario) -> 
     cluster.set_policies(scenario.build(cluster))
     result = cluster.probe_matrix(scenario.expect, scenario.probes)
     assert not result.wrong, result.describe(scenario.name) + "\n--- Felix log ---\n" + cluster.felix.log_tail(30)
+    # calicoctl policy explain's evaluator must agree with every probed cell.
+    from calicoctl.explain import load_cluster
+    from tests.explain.support import explain_mismatches
+
+    disagree = explain_mismatches(load_cluster(cluster.backend), result)
+    assert not disagree, "policy explain disagrees with the probes:\n" + "\n".join(disagree[:10])
