@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cni.errors import CHECK_FAILED, DATAPLANE_ERROR, CNIError
+from cni.netlink import Netlink, NetlinkError
 from cni.netns import read_sysctl, run_in_netns, write_sysctl
 
 log = logging.getLogger(__name__)
@@ -47,20 +48,6 @@ class PodNetwork:
         return [a for a in self.addresses if ":" in a]
 
 
-def _iproute():  # type: ignore[no-untyped-def]
-    from pyroute2 import IPRoute
-
-    return IPRoute()
-
-
-def _netns_iproute(netns: str):  # type: ignore[no-untyped-def]
-    from pyroute2 import IPRoute
-
-    if not os.path.exists(netns):
-        raise CNIError(DATAPLANE_ERROR, f"network namespace {netns} does not exist")
-    return IPRoute(netns=netns, flags=0)  # flags=0: never create a missing netns
-
-
 def _error(step: str, exc: BaseException) -> CNIError:
     return CNIError(DATAPLANE_ERROR, f"failed to {step}", str(exc))
 
@@ -68,46 +55,45 @@ def _error(step: str, exc: BaseException) -> CNIError:
 def setup(pod: PodNetwork) -> PodNetwork:
     """Create and configure the pod's interface; returns ``pod`` with the
     container MAC filled in. Raises CNIError; the caller rolls back."""
-    ipr = _iproute()
-    try:
-        existing = ipr.link_lookup(ifname=pod.host_ifname)
-        if existing:
-            # Left over from an earlier attempt for this workload: replace it.
-            log.info("deleting stale host interface %s", pod.host_ifname)
-            ipr.link("del", index=existing[0])
+    with Netlink() as nl:
+        try:
+            existing = nl.link(pod.host_ifname)
+            if existing is not None:
+                # Left over from an earlier attempt for this workload: replace it.
+                log.info("deleting stale host interface %s", pod.host_ifname)
+                nl.del_link(existing.index, pod.host_ifname)
+        except NetlinkError as exc:
+            raise _error(f"replace stale host interface {pod.host_ifname}", exc) from exc
         try:
             # Create the peer straight in the pod's netns (no move: avoids
-            # rtnl_lock + RCU waits, see calico PR 7705).
+            # rtnl_lock + RCU waits, see calico PR 7705), MAC and MTU included.
             fd = os.open(pod.netns, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                ipr.link(
-                    "add",
-                    ifname=pod.host_ifname,
-                    kind="veth",
-                    peer={"ifname": pod.ifname, "net_ns_fd": fd},
-                )
+                nl.add_veth(pod.host_ifname, pod.ifname, peer_netns_fd=fd, mac=HOST_MAC,
+                            mtu=pod.mtu, peer_mtu=pod.mtu)
             finally:
                 os.close(fd)
         except FileNotFoundError as exc:
             raise CNIError(DATAPLANE_ERROR, f"network namespace {pod.netns} does not exist") from exc
-        except Exception as exc:  # noqa: BLE001 - netlink errors
-            if getattr(exc, "code", None) == errno.EEXIST:
-                raise CNIError(DATAPLANE_ERROR, f"interface {pod.ifname} already exists in {pod.netns}") from exc
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                if nl.link(pod.host_ifname) is not None:
+                    raise CNIError(DATAPLANE_ERROR, f"host interface {pod.host_ifname} already exists",
+                                   str(exc)) from exc
+                raise CNIError(DATAPLANE_ERROR, f"interface {pod.ifname} already exists in {pod.netns}",
+                               str(exc)) from exc
             raise _error(f"create veth {pod.host_ifname}", exc) from exc
-        host_index = ipr.link_lookup(ifname=pod.host_ifname)[0]
         try:
-            ipr.link("set", index=host_index, address=HOST_MAC, mtu=pod.mtu)
+            host = nl.link(pod.host_ifname)
+            if host is None:
+                raise CNIError(DATAPLANE_ERROR, f"host interface {pod.host_ifname} vanished after creation")
             _configure_host_sysctls(pod)
-            ipr.link("set", index=host_index, state="up")
-        except CNIError:
-            raise
-        except Exception as exc:  # noqa: BLE001
+            nl.set_link(host.index, up=True, label=pod.host_ifname)
+        except NetlinkError as exc:
             raise _error(f"configure host interface {pod.host_ifname}", exc) from exc
         run_in_netns(pod.netns, lambda: _configure_container(pod))
         for address in pod.addresses:
-            _add_host_route(ipr, host_index, pod.host_ifname, address)
-    finally:
-        ipr.close()
+            _add_host_route(nl, host.index, pod.host_ifname, address)
     return pod
 
 
@@ -139,55 +125,53 @@ def _configure_host_sysctls(pod: PodNetwork) -> None:
 
 def _configure_container(pod: PodNetwork) -> None:
     """Runs inside the pod's netns."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        links = ipr.link_lookup(ifname=pod.ifname)
-        if not links:
+    with Netlink() as nl:
+        link = nl.link(pod.ifname)
+        if link is None:
             raise CNIError(DATAPLANE_ERROR, f"interface {pod.ifname} missing in {pod.netns}")
-        index = links[0]
+        index = link.index
         try:
             if pod.ipv6:
                 for path in ("all", "default", "lo", pod.ifname):
                     write_sysctl(f"net/ipv6/conf/{path}/disable_ipv6", "0")
                 write_sysctl(f"net/ipv6/conf/{pod.ifname}/accept_dad", "0")
-            ipr.link("set", index=index, mtu=pod.mtu, state="up")
-            lo = ipr.link_lookup(ifname="lo")
-            if lo:
-                ipr.link("set", index=lo[0], state="up")
+            if link.mtu != pod.mtu:
+                nl.set_link(index, mtu=pod.mtu, label=pod.ifname)
+            nl.set_link(index, up=True, label=pod.ifname)
+            lo = nl.link("lo")
+            if lo is not None and not lo.up:
+                nl.set_link(lo.index, up=True, label="lo")
             for address in pod.addresses:
                 ip, prefix = address.split("/")
-                ipr.addr("add", index=index, address=ip, prefixlen=int(prefix))
+                nl.add_address(index, ip, int(prefix), label=pod.ifname)
             if pod.ipv4:
-                ipr.route("add", dst=f"{IPV4_GATEWAY}/32", oif=index, scope=SCOPE_LINK, family=AF_INET)
-                ipr.route("add", dst="0.0.0.0/0", gateway=IPV4_GATEWAY, oif=index, family=AF_INET)
+                nl.add_route(IPV4_GATEWAY, 32, oif=index, scope=SCOPE_LINK, label=pod.ifname)
+                nl.add_route("0.0.0.0", 0, gateway=IPV4_GATEWAY, oif=index, label=pod.ifname)
                 write_sysctl("net/ipv4/ip_forward", "1" if pod.allow_ip_forwarding else "0")
             if pod.ipv6:
-                ipr.route("add", dst="::/0", gateway=IPV6_GATEWAY, oif=index, family=AF_INET6)
+                nl.add_route("::", 0, gateway=IPV6_GATEWAY, oif=index, label=pod.ifname)
                 write_sysctl("net/ipv6/conf/all/forwarding", "1" if pod.allow_ip_forwarding else "0")
-            pod.container_mac = ipr.get_links(index)[0].get("address")
-        except CNIError:
-            raise
-        except Exception as exc:  # noqa: BLE001
+            pod.container_mac = link.mac
+        except (NetlinkError, OSError) as exc:
             raise _error(f"configure {pod.ifname} in {pod.netns}", exc) from exc
 
 
-def _add_host_route(ipr, host_index: int, host_ifname: str, address: str) -> None:  # type: ignore[no-untyped-def]
+def _add_host_route(nl: Netlink, host_index: int, host_ifname: str, address: str) -> None:
     network = ipaddress.ip_interface(address).ip
-    family = AF_INET6 if network.version == 6 else AF_INET
-    dst = f"{network}/{network.max_prefixlen}"
+    bits = network.max_prefixlen
+    dst = f"{network}/{bits}"
     try:
-        ipr.route("add", dst=dst, oif=host_index, scope=SCOPE_LINK, family=family)
-    except Exception as exc:  # noqa: BLE001
-        if getattr(exc, "code", None) != errno.EEXIST:
+        nl.add_route(str(network), bits, oif=host_index, scope=SCOPE_LINK, label=host_ifname)
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
             raise _error(f"add host route {dst} dev {host_ifname}", exc) from exc
-        routes = ipr.route("get", dst=str(network), family=family)
-        oif = routes[0].get("RTA_OIF") if routes else None
+        route = nl.get_route(str(network))
+        oif = route.oif if route else None
         if oif != host_index:
-            other = ipr.get_links(oif)[0].get("ifname") if oif else "?"
+            other = nl.link_by_index(oif) if oif else None
             raise CNIError(
                 DATAPLANE_ERROR,
-                f"route to {dst} already exists via another interface {other}",
+                f"route to {dst} already exists via another interface {other.name if other else '?'}",
             ) from exc
 
 
@@ -196,84 +180,76 @@ def teardown(host_ifname: str, netns: str, ifname: str) -> None:
     deleted = False
     if netns and os.path.exists(netns):
         def delete_inside() -> bool:
-            from pyroute2 import IPRoute
-
-            with IPRoute() as ipr:
-                links = ipr.link_lookup(ifname=ifname)
-                if links:
-                    ipr.link("del", index=links[0])
-                    return True
-            return False
+            with Netlink() as nl:
+                link = nl.link(ifname)
+                if link is None:
+                    return False
+                try:
+                    nl.del_link(link.index, ifname)
+                except NetlinkError as exc:
+                    if exc.code != errno.ENODEV:
+                        raise
+                    return False
+                return True
 
         try:
             deleted = run_in_netns(netns, delete_inside)
+        except NetlinkError as exc:
+            raise _error(f"delete {ifname} in {netns}", exc) from exc
         except OSError as exc:
             log.info("netns %s unusable (%s): treating as gone", netns, exc)
-    with _iproute() as ipr:
-        links = ipr.link_lookup(ifname=host_ifname)
-        if links and not deleted:
-            try:
-                ipr.link("del", index=links[0])
-            except Exception as exc:  # noqa: BLE001
-                if getattr(exc, "code", None) != errno.ENODEV:
-                    raise _error(f"delete {host_ifname}", exc) from exc
+    if not host_ifname or deleted:
+        return
+    with Netlink() as nl:
+        try:
+            link = nl.link(host_ifname)
+            if link is not None:
+                nl.del_link(link.index, host_ifname)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise _error(f"delete {host_ifname}", exc) from exc
 
 
 def host_link_exists(host_ifname: str) -> bool:
-    with _iproute() as ipr:
-        return bool(ipr.link_lookup(ifname=host_ifname))
+    with Netlink() as nl:
+        return nl.link(host_ifname) is not None
 
 
 def check(pod: PodNetwork, expected_mac: str | None) -> None:
     """Compare the live interface, addresses and routes with what ADD made;
     raise CNIError(CHECK_FAILED) naming the first difference."""
-    with _iproute() as ipr:
-        host = ipr.link_lookup(ifname=pod.host_ifname)
-        if not host:
+    with Netlink() as nl:
+        host = nl.link(pod.host_ifname)
+        if host is None:
             raise CNIError(CHECK_FAILED, f"host interface {pod.host_ifname} is missing")
-        host_index = host[0]
         for address in pod.addresses:
             ip = ipaddress.ip_interface(address).ip
             family = AF_INET6 if ip.version == 6 else AF_INET
-            routes = ipr.get_routes(family=family, dst=str(ip), dst_len=ip.max_prefixlen)
-            if not any(r.get("RTA_OIF") == host_index for r in routes):
+            routes = nl.routes(family)
+            if not any(r.oif == host.index and r.dst_len == ip.max_prefixlen and r.dst is not None
+                       and ipaddress.ip_address(r.dst) == ip for r in routes):
                 raise CNIError(CHECK_FAILED, f"host route {ip} dev {pod.host_ifname} is missing")
     if not os.path.exists(pod.netns):
         raise CNIError(CHECK_FAILED, f"network namespace {pod.netns} is missing")
 
     def inside() -> None:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            links = ipr.link_lookup(ifname=pod.ifname)
-            if not links:
+        with Netlink() as nl:
+            link = nl.link(pod.ifname)
+            if link is None:
                 raise CNIError(CHECK_FAILED, f"interface {pod.ifname} is missing in {pod.netns}")
-            index = links[0]
-            link = ipr.get_links(index)[0]
-            mac = link.get("address")
+            mac = link.mac
             if expected_mac and mac and mac.lower() != expected_mac.lower():
                 raise CNIError(CHECK_FAILED, f"{pod.ifname} has MAC {mac}, expected {expected_mac}")
-            have = {
-                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=index)
-            }
+            have = {str(ipaddress.ip_interface(a.cidr)) for a in nl.addresses(link.index)}
             for address in pod.addresses:
                 normal = str(ipaddress.ip_interface(address))
                 if normal not in have:
                     raise CNIError(CHECK_FAILED, f"address {normal} is missing on {pod.ifname}")
-            if pod.ipv4:
-                defaults = [
-                    r for r in ipr.get_routes(family=AF_INET)
-                    if r["dst_len"] == 0 and r.get("RTA_GATEWAY") == IPV4_GATEWAY
-                ]
-                if not defaults:
-                    raise CNIError(CHECK_FAILED, f"default route via {IPV4_GATEWAY} is missing in the pod")
-            if pod.ipv6:
-                defaults = [
-                    r for r in ipr.get_routes(family=AF_INET6)
-                    if r["dst_len"] == 0 and r.get("RTA_GATEWAY") == IPV6_GATEWAY
-                ]
-                if not defaults:
-                    raise CNIError(CHECK_FAILED, f"default route via {IPV6_GATEWAY} is missing in the pod")
+            for family, gateway in ((AF_INET, IPV4_GATEWAY), (AF_INET6, IPV6_GATEWAY)):
+                if not (pod.ipv4 if family == AF_INET else pod.ipv6):
+                    continue
+                if not any(r.dst_len == 0 and r.gateway == gateway for r in nl.routes(family)):
+                    raise CNIError(CHECK_FAILED, f"default route via {gateway} is missing in the pod")
 
     run_in_netns(pod.netns, inside)
 

@@ -2,13 +2,19 @@
 
 The IPAM plugin gets the same stdin and environment, with ``IgnoreUnknown=1``
 prepended to CNI_ARGS (as upstream does) and CNI_COMMAND set per call.
+
+``calico-ipam`` ships in the same bundle as ``calico`` (one executable, as
+upstream ships them), so when it is the IPAM type it runs in this process:
+the same argument parsing, handlers and error codes as the executable, minus
+an exec and a second interpreter start-up (~400 ms of imports frozen). It must
+still be on CNI_PATH, as for an exec. ``PYCALICO_IPAM_EXEC=1`` in the
+environment execs it instead. Every other IPAM type is exec'd.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-import subprocess
 from typing import Any
 
 from cni import hosting
@@ -16,6 +22,8 @@ from cni.errors import IPAM_ERROR, INVALID_NETWORK_CONFIG, CNIError
 from cni.skel import CmdArgs
 
 IPAM_TIMEOUT = 120.0  # seconds; calico-ipam bounds its own datastore retries well below this
+EXEC_ENV = "PYCALICO_IPAM_EXEC"  # "1": exec calico-ipam even though it could run in-process
+IPAM_ABOUT = "Calico CNI IPAM plugin (pycalico)"  # as ipam/main.py reports itself
 
 
 def find_plugin(name: str, path: list[str]) -> str:
@@ -33,18 +41,17 @@ def find_plugin(name: str, path: list[str]) -> str:
 
 def exec_ipam(args: CmdArgs, ipam_type: str, command: str, stdin: bytes | None = None) -> dict[str, Any] | None:
     plugin = find_plugin(ipam_type, args.path)
-    if ipam_type == "calico-ipam" and hosting.inprocess_ipam is not None:
-        # Inside the node's CNI service: same handlers, no exec.
-        return hosting.inprocess_ipam(args, command, stdin)
+    if ipam_type == "calico-ipam":
+        if hosting.inprocess_ipam is not None:
+            # Inside the node's CNI service: same handlers, no exec.
+            return hosting.inprocess_ipam(args, command, stdin)
+        environ = hosting.request_environ() or os.environ
+        if environ.get(EXEC_ENV, "") not in ("1", "true"):
+            return run_calico_ipam(args, command, stdin)
+    import subprocess
+
     env = _child_environ(dict(hosting.request_environ() or os.environ))
-    env.update(
-        CNI_COMMAND=command,
-        CNI_CONTAINERID=args.container_id,
-        CNI_NETNS=args.netns,
-        CNI_IFNAME=args.ifname,
-        CNI_PATH=":".join(args.path),
-        CNI_ARGS=("IgnoreUnknown=1;" + args.args) if args.args else "IgnoreUnknown=1",
-    )
+    env.update(ipam_environ(args, command))
     try:
         proc = subprocess.run(
             [plugin],
@@ -75,6 +82,57 @@ def exec_ipam(args: CmdArgs, ipam_type: str, command: str, stdin: bytes | None =
     except ValueError:
         raise CNIError(IPAM_ERROR, f"IPAM plugin {ipam_type} returned invalid JSON", out[:500]) from None
     return result if isinstance(result, dict) else None
+
+
+def ipam_environ(args: CmdArgs, command: str) -> dict[str, str]:
+    """The CNI variables a delegated IPAM plugin sees."""
+    return {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": args.container_id,
+        "CNI_NETNS": args.netns,
+        "CNI_IFNAME": args.ifname,
+        "CNI_PATH": ":".join(args.path),
+        "CNI_ARGS": ("IgnoreUnknown=1;" + args.args) if args.args else "IgnoreUnknown=1",
+    }
+
+
+def run_calico_ipam(args: CmdArgs, command: str, stdin: bytes | None = None) -> dict[str, Any] | None:
+    """What exec'ing calico-ipam does (same environment rewrite, same
+    validation, same handlers, same errors), as a call in this process.
+
+    calico-ipam configures logging for itself; the caller's handlers and
+    level are put back afterwards."""
+    import logging
+
+    from cni.errors import INTERNAL_ERROR, INVALID_ENVIRONMENT
+    from cni.skel import read_args
+
+    data = args.stdin if stdin is None else stdin
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        ipam_args = read_args(ipam_environ(args, command), data)
+        from ipam.plugin import HANDLERS
+
+        handler = HANDLERS.get(ipam_args.command)
+        if handler is None:
+            raise CNIError(INVALID_ENVIRONMENT, f"{IPAM_ABOUT} does not implement {command}")
+        result = handler(ipam_args)
+    except CNIError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - as the executable would report it
+        logging.getLogger("calico-ipam").exception("calico-ipam %s failed", command)
+        raise CNIError(INTERNAL_ERROR, f"internal error in {IPAM_ABOUT}: {type(exc).__name__}", str(exc)) from None
+    finally:
+        for handler_ in root.handlers:
+            if handler_ not in saved_handlers:
+                handler_.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    if result is None:
+        return None
+    out = json.loads(json.dumps(result))  # exactly what would have crossed the pipe
+    return out if isinstance(out, dict) else None
 
 
 def _child_environ(env: dict[str, str]) -> dict[str, str]:

@@ -1,17 +1,25 @@
 """Run a function inside a network namespace (per-thread setns)."""
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc: Any = None
 
 
 def _setns(fd: int) -> None:
+    setns = getattr(os, "setns", None)  # Python 3.12+
+    if setns is not None:
+        setns(fd, CLONE_NEWNET)
+        return
+    global _libc
+    import ctypes  # Python 3.11: libc's setns(2)
+
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
