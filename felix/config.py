@@ -107,8 +107,20 @@ PARAMS: tuple[Param, ...] = (
     Param("LogSeverityScreen", "upper", "INFO"),
     Param("LogSeverityFile", "upper", "INFO"),
     Param("LogFilePath", "str", "/var/log/calico/felix.log"),
+    # Flow logs (upstream names; nftables data plane only).
+    Param("FlowLogsFileEnabled", "bool", False),
+    Param("FlowLogsFileDirectory", "str", "/var/log/calico/flowlogs"),
+    Param("FlowLogsFlushInterval", "seconds", 300.0),
+    Param("FlowLogsFileMaxFiles", "int", 5),
+    Param("FlowLogsFileMaxFileSizeMB", "int", 100),
+    Param("FlowLogsFileIncludeLabels", "bool", False),
+    Param("FlowLogsFileIncludePolicies", "bool", False),
     # pycalico extensions.
     Param("NftablesTableName", "str", "calico"),
+    Param("FlowLogsNflogGroup", "int", 1),  # NFLOG group of the rules' log statements
+    Param("FlowViewerEnabled", "bool", False),  # the flow viewer page (felix.web)
+    Param("FlowViewerHost", "str", "127.0.0.1"),
+    Param("FlowViewerPort", "int", 9097),
     Param("UnknownInterfaceAction", "upper", "DROP", choices=("DROP", "RETURN")),
 )
 

@@ -120,6 +120,7 @@ class Daemon:
         self._retry_at: Optional[float] = None
         self._backoff = 0.2
         self.first_apply_done = threading.Event()
+        self.flowlogs: Optional[Any] = None  # felix.flowlogs.collector.FlowCollector
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -139,7 +140,7 @@ class Daemon:
 
         self.syncer = make_syncer(
             self.env, self.hostname, self.backend,
-            [ListOptions(k) for k in WATCHED_KINDS],
+            [ListOptions(k) for k in WATCHED_KINDS + _flow_log_kinds(cfg)],
             lambda updates: self._queue.put(("updates", updates)),
             lambda status: self._queue.put(("status", status)),
         ).start()
@@ -152,6 +153,8 @@ class Daemon:
             self._loop()
         finally:
             self.syncer.stop()
+            if self.flowlogs is not None:
+                self.flowlogs.stop()
             for server in self._servers:
                 server.shutdown()
                 server.server_close()
@@ -235,6 +238,7 @@ class Daemon:
             self._servers.append(metrics.serve(self.metrics.registry, cfg.prometheus_metrics_host,
                                                cfg.prometheus_metrics_port))
         self.dataplane = self._make_dataplane(cfg)
+        self._start_flow_logs(cfg)
         self.routes = RouteManager(protocol=cfg.device_route_protocol, ipv6=cfg.ipv6_support,
                                    ip_forwarding=cfg.ip_forwarding.lower() == "enabled")
         if cfg.route_sync_disabled:
@@ -243,6 +247,28 @@ class Daemon:
         self.graph = CalcGraph(self.hostname, sink)
         log.info("in sync with the datastore (%d resources): programming %s", len(snapshot), self._dp_name())
         self.health.report("felix-startup", ready=True, detail="")
+
+    def _start_flow_logs(self, cfg: FelixConfig) -> None:
+        """Flow logs (FlowLogsFileEnabled, nftables only) and the flow viewer page (FlowViewerEnabled)."""
+        if not cfg.flow_logs_file_enabled:
+            if cfg.flow_viewer_enabled:
+                log.warning("FlowViewerEnabled needs FlowLogsFileEnabled: no flow viewer")
+            return
+        if not isinstance(self.dataplane, NftablesDataplane):
+            log.warning("flow logs need the nftables data plane (NftablesMode): disabled")
+            return
+        from felix.flowlogs.collector import start_flow_logs
+
+        try:
+            self.flowlogs = start_flow_logs(cfg, self.hostname, self.dataplane, self.metrics.registry)
+        except OSError as exc:
+            log.error("flow logs: could not start (%s): disabled", exc)
+            self.dataplane.rule_logger = None
+            return
+        if cfg.flow_viewer_enabled:
+            from felix.web.server import serve as serve_viewer
+
+            self._servers.append(serve_viewer(self.flowlogs, cfg.flow_viewer_host, cfg.flow_viewer_port))
 
     def _refresh_interval(self) -> float:
         if use_nftables(self.config):
@@ -313,6 +339,8 @@ class Daemon:
         if any([self._note_felix_config(u) for u in updates]):
             self._config_changed()
         self.graph.on_updates(updates)
+        if self.flowlogs is not None:
+            self.flowlogs.on_updates(updates)
         self.graph.flush()
         self.metrics.calc_time.observe(time.perf_counter() - t0)
         for u in updates:
@@ -390,6 +418,15 @@ class Daemon:
             self.metrics.repairs.inc(len(problems))
             shown = "; ".join(problems[:10]) + (f"; ... ({len(problems)} in all)" if len(problems) > 10 else "")
             log.warning("dataplane drifted, repairing: %s", shown)
+
+
+def _flow_log_kinds(cfg: FelixConfig) -> tuple[str, ...]:
+    """Staged policies are watched only for flow logs (they are never programmed)."""
+    if not cfg.flow_logs_file_enabled:
+        return ()
+    from felix.calc.evaluate import STAGED_KINDS
+
+    return STAGED_KINDS
 
 
 def _excerpt(script: str, lines: int = 20) -> str:

@@ -35,7 +35,7 @@ import dataclasses
 import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from felix.calc.graph import LocalEndpoint, Pool
 from felix.calc.rules import ParsedPolicy, ParsedProfile, ParsedRule, nets_set_id
@@ -109,6 +109,9 @@ class _Namer:
 
 class NftablesDataplane:
     """Implements :class:`felix.calc.graph.DataplaneSink`."""
+
+    # Flow logs (felix.flowlogs.rules.RuleLogger): NFLOG on every deciding rule.
+    rule_logger: Optional[Any] = None
 
     def __init__(self, config: DataplaneConfig, nft: Optional[Nft] = None) -> None:
         self.config = config
@@ -208,11 +211,12 @@ class NftablesDataplane:
 
     # -- policies and profiles --------------------------------------------------------------
 
-    def _rules(self, owner: Owner, rules: Iterable[ParsedRule], in_profile: bool = False) -> list[str]:
+    def _rules(self, owner: Owner, rules: Iterable[ParsedRule], in_profile: bool = False,
+               direction: str = "", tier: Optional[str] = None) -> list[str]:
         enabled = set(self.versions)
         namer = _Namer(self)
         out: list[str] = []
-        for r in rules:
+        for index, r in enumerate(rules):
             if r.unsupported:
                 log.warning("rule of %s not programmed (%s unsupported): %s", owner[1], r.unsupported, r)
                 continue
@@ -224,7 +228,10 @@ class NftablesDataplane:
             for sid in (*r.src_sets, *r.src_not_sets, *r.dst_sets, *r.dst_not_sets,
                         *r.src_named_sets, *r.src_not_named_sets, *r.dst_named_sets, *r.dst_not_named_sets):
                 self._set_users.setdefault(sid, set()).add(owner)
-            out.extend(render.render_rule(r, self.marks, self.config.log_prefix, in_profile, namer))
+            texts = render.render_rule(r, self.marks, self.config.log_prefix, in_profile, namer)
+            if self.rule_logger is not None:
+                texts = self.rule_logger.rule(owner, direction, index, r, tier, texts)
+            out.extend(texts)
         self._owner_nets.setdefault(owner, set()).update(namer.used)
         return out
 
@@ -270,7 +277,7 @@ class NftablesDataplane:
                 continue
             name = render.policy_chain(policy.policy_id, direction)
             chains.add(name)
-            self.table.set_chain(name, self._rules(owner, rules))
+            self.table.set_chain(name, self._rules(owner, rules, direction=direction, tier=policy.tier))
         self._claim_nets(owner, before)
         for gone in self._policy_chains.get(policy.policy_id, set()) - chains:
             self.table.remove_chain(gone)
@@ -292,7 +299,7 @@ class NftablesDataplane:
         self._profiles[profile.profile_id] = profile
         for direction, rules in ((render.INGRESS, profile.ingress), (render.EGRESS, profile.egress)):
             self.table.set_chain(render.profile_chain(profile.profile_id, direction),
-                                 self._rules(owner, rules, in_profile=True))
+                                 self._rules(owner, rules, in_profile=True, direction=direction))
         self._claim_nets(owner, before)
         self._policy_changed = True
 
@@ -311,10 +318,10 @@ class NftablesDataplane:
             self._remove_iface(old.iface)
         self._endpoints[ep.endpoint_id] = ep
         for direction, tiers in ((render.INGRESS, ep.ingress), (render.EGRESS, ep.egress)):
-            self.table.set_chain(
-                render.endpoint_chain(ep.iface, direction),
-                render.render_endpoint_chain(tiers, ep.profiles, direction, self.marks),
-            )
+            chain = render.render_endpoint_chain(tiers, ep.profiles, direction, self.marks)
+            if self.rule_logger is not None:
+                chain = self.rule_logger.endpoint_chain(direction, tiers, chain)
+            self.table.set_chain(render.endpoint_chain(ep.iface, direction), chain)
         self.table.set_map_entry(FROM_WL_MAP, ep.iface, f"jump {render.endpoint_chain(ep.iface, render.EGRESS)}")
         self.table.set_map_entry(TO_WL_MAP, ep.iface, f"jump {render.endpoint_chain(ep.iface, render.INGRESS)}")
         self._write_ifaces()

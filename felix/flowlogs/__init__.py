@@ -1,0 +1,1 @@
+"""Flow logs: NFLOG packets from the policy rules -> flow records (JSON lines)."""

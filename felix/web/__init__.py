@@ -1,0 +1,1 @@
+"""Felix's flow viewer page (FlowViewerEnabled; localhost only by default)."""
