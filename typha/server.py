@@ -187,6 +187,7 @@ class SyncServer:
         self._server: asyncio.AbstractServer | None = None
         self._shedder: asyncio.Task[None] | None = None
         self.target_connections = cfg.connection_target or cfg.max_connections_upper_limit
+        metrics.connection_target = self.target_connections
         self.port = cfg.server_port
 
     async def start(self) -> None:
