@@ -148,3 +148,28 @@ def test_felix_finds_typha_by_service_and_fails_over(kube_apiserver, kube_backen
                 kube_backend.delete(k)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+
+
+def test_discovery_and_rebalance_counts_with_the_shipped_rbac(kube_apiserver, service, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Felix's and Typha's own ServiceAccounts (packaging/manifests/rbac) may do these look-ups."""
+    from datastore.kubernetes.backend import make_transport
+    from typha.config import TyphaConfig
+    from typha.rebalance import compute_target
+
+    service.add("a", 7001, node="node-a")
+    service.add("b", 7002, node="node-b")
+    apis = {}
+    for sa in ("calico-felix", "calico-typha"):
+        token = kube_apiserver.request_token("kube-system", sa)
+        path = kube_apiserver.token_kubeconfig(token, str(tmp_path / f"{sa}.kubeconfig"))
+        apis[sa] = make_transport(path, None, 5.0, "http")
+    try:
+        addrs = ServiceDiscoverer(lambda: apis["calico-felix"], service.name, node="node-a").load()
+        assert [a.addr for a in addrs][0] == "198.18.0.1:7001"
+        cfg = TyphaConfig(k8s_service_name=service.name, max_connections_lower_limit=1)
+        target, why = compute_target(apis["calico-typha"], cfg, 2)
+        assert why.startswith("2 Typhas, "), why
+        assert target < cfg.max_connections_upper_limit
+    finally:
+        for api in apis.values():
+            api.close()

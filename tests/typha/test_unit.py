@@ -66,3 +66,46 @@ def test_peer_allowed_cn_or_uri_san() -> None:
     assert not peer_allowed(cert, "other", "spiffe://x/other")
     assert peer_allowed(cert, "", "")
     assert not peer_allowed(None, "", "")
+
+
+def test_felix_typha_settings_pick_the_source(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datastore.syncer import Syncer
+    from felix.typha import make_syncer
+    from typha.client import TyphaSyncer
+    from typha.discovery import ServiceDiscoverer, StaticDiscoverer
+
+    cfg_file = tmp_path / "felix.cfg"
+    cfg_file.write_text("[global]\nTyphaK8sServiceName = calico-typha\n")
+    noop = lambda *a: None  # noqa: E731
+
+    def build(env: dict[str, str]) -> object:
+        return make_syncer(env, "node-1", object(), [], noop, noop)  # type: ignore[arg-type]
+
+    assert isinstance(build({"FELIX_CONFIGFILE": "/nonexistent"}), Syncer)
+    direct = build({"FELIX_CONFIGFILE": "/nonexistent", "FELIX_TYPHAADDR": "10.0.0.1:5473,10.0.0.2:5473"})
+    assert isinstance(direct, TyphaSyncer) and isinstance(direct.tracker.discoverer, StaticDiscoverer)
+    assert [a.addr for a in direct.tracker.discoverer.load()] == ["10.0.0.1:5473", "10.0.0.2:5473"]
+    found = build({"FELIX_CONFIGFILE": str(cfg_file)})
+    assert isinstance(found, TyphaSyncer)
+    disc = found.tracker.discoverer
+    assert isinstance(disc, ServiceDiscoverer)
+    assert (disc.service, disc.namespace, disc.port_name, disc.node) == ("calico-typha", "kube-system", "calico-typha", "node-1")
+    env = {"FELIX_CONFIGFILE": str(cfg_file), "FELIX_TYPHAK8SNAMESPACE": "calico-system",
+           "FELIX_TYPHAADDR": ""}
+    assert build(env).tracker.discoverer.namespace == "calico-system"  # type: ignore[attr-defined]
+    # TyphaAddr wins over the Service.
+    both = build({"FELIX_CONFIGFILE": str(cfg_file), "FELIX_TYPHAADDR": "10.0.0.9:5473"})
+    assert isinstance(both.tracker.discoverer, StaticDiscoverer)  # type: ignore[attr-defined]
+
+
+def test_typha_rebalancing_config() -> None:
+    cfg = TyphaConfig.from_env({"TYPHA_CONNECTIONREBALANCINGMODE": "Kubernetes", "TYPHA_K8SSERVICENAME": "t",
+                                "TYPHA_CONNECTIONDROPINTERVALSECS": "0.5"})
+    assert (cfg.connection_rebalancing_mode, cfg.k8s_service_name, cfg.k8s_namespace, cfg.k8s_port_name,
+            cfg.connection_drop_interval_secs, cfg.k8s_service_poll_interval_secs) == (
+        "kubernetes", "t", "kube-system", "calico-typha", 0.5, 30.0)
+    with pytest.raises(ValueError):
+        TyphaConfig.from_env({"TYPHA_CONNECTIONREBALANCINGMODE": "round-robin"})
+    # Upstream's integer arithmetic: 2 syncer types, 20 nodes.
+    assert rebalance_target(1, 10000, 2, 20, 2) == 50
+    assert rebalance_target(1, 10000, 2, 20, 3) == 26
