@@ -10,10 +10,16 @@ texts (libcalico-go ``errors``, calicoctl ``resourcemgr``):
 * apply: create, falling back to update when the resource exists.
 * ClusterInformation is read-only; Kubernetes network policies (``knp.default.``
   names) cannot be managed here.
+* Kubernetes datastore: Nodes, Profiles and WorkloadEndpoints are views of
+  native objects (Nodes, Namespaces/ServiceAccounts, Pods), and upstream's KDD
+  clients refuse some operations on them (``operation Create is not supported
+  on Profile(kns.x)``).  apply falls back to update when create is refused, as
+  upstream's does, so ``apply`` of a Node updates the Kubernetes Node.
 """
 from __future__ import annotations
 
 import copy
+import sys
 import time
 import uuid
 from typing import Any
@@ -35,10 +41,27 @@ DEFAULT_TIER_ORDER = 1_000_000
 class ActionError(Exception):
     """One resource's action failed; the text is upstream's."""
 
-    def __init__(self, message: str, *, not_found: bool = False, exists: bool = False) -> None:
+    def __init__(self, message: str, *, not_found: bool = False, exists: bool = False,
+                 unsupported: bool = False) -> None:
         super().__init__(message)
         self.not_found = not_found
         self.exists = exists
+        self.unsupported = unsupported
+
+
+# Operations upstream's Kubernetes-datastore clients refuse (with the reason
+# they give), per kind derived from native Kubernetes objects.
+_PATCH_MODE = "unsupported PatchMode: patchModeUnspecified"
+KDD_UNSUPPORTED: dict[str, dict[str, str]] = {
+    "Node": {"Create": "", "Delete": ""},
+    "Profile": {"Create": "", "Update": "", "Delete": ""},
+    "WorkloadEndpoint": {"Create": _PATCH_MODE, "Update": _PATCH_MODE},
+}
+
+
+def is_kubernetes(backend: Backend) -> bool:
+    module = sys.modules.get("datastore.kubernetes.backend")
+    return module is not None and isinstance(backend, module.KubernetesBackend)
 
 
 def key_of(item: Item) -> ResourceKey:
@@ -75,6 +98,17 @@ def _check_supported(item: Item, operation: str) -> None:
         )
 
 
+def _check_kdd(backend: Backend, item: Item, operation: str) -> None:
+    """Upstream's ErrorOperationNotSupported for a native-backed kind in KDD."""
+    if not is_kubernetes(backend):
+        return
+    refused = KDD_UNSUPPORTED.get(item.kind, {})
+    if operation in refused:
+        reason = f": {refused[operation]}" if refused[operation] else ""
+        raise ActionError(f"operation {operation} is not supported on {identifier(item)}{reason}",
+                          unsupported=True)
+
+
 def _for_create(doc: Doc) -> Doc:
     out = copy.deepcopy(doc)
     meta = out.get("metadata", {})
@@ -104,6 +138,7 @@ def create(backend: Backend, item: Item) -> Doc:
             f"error with field Metadata.ResourceVersion = '{item.revision}' "
             "(field must not be set for a Create request)"
         )
+    _check_kdd(backend, item, "Create")
     try:
         kv = backend.create(key_of(item), _for_create(item.doc))
     except DatastoreError as e:
@@ -123,6 +158,7 @@ def update(backend: Backend, item: Item) -> Doc:
         if item.revision and item.revision != current.revision:
             # Upstream's text names only the resource ("Resource version ... is out of date" is internal).
             raise ActionError(f"update conflict: {identifier(item)}")
+        _check_kdd(backend, item, "Update")
         try:
             kv = backend.update(key, _merge_for_update(current.value, item.doc), current.revision)
             return kv.value
@@ -143,7 +179,7 @@ def apply(backend: Backend, item: Item) -> Doc:
     try:
         return create(backend, item)
     except ActionError as e:
-        if not e.exists:
+        if not (e.exists or e.unsupported):
             raise
     finally:
         item.revision = saved
@@ -153,6 +189,7 @@ def apply(backend: Backend, item: Item) -> Doc:
 def delete(backend: Backend, item: Item) -> Doc:
     _check_supported(item, "delete")
     key = key_of(item)
+    _check_kdd(backend, item, "Delete")  # upstream's refusal comes before any read
     try:
         current = backend.get(key)
         if item.revision and item.revision != current.revision:
@@ -185,6 +222,7 @@ def get_or_list(backend: Backend, item: Item) -> Doc | ResourceList:
 
 def replace_raw(backend: Backend, item: Item, doc: Doc, revision: str) -> Doc:
     """Write ``doc`` (already complete, metadata included) over ``revision``."""
+    _check_kdd(backend, item, "Update")
     try:
         return backend.update(key_of(item), doc, revision).value
     except DatastoreError as e:

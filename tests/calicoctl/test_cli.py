@@ -55,15 +55,15 @@ t calicoctl delete pool p1 --skip-n
 
 
 @pytest.mark.etcd
-def test_version(calicoctl: Calicoctl) -> None:
-    client = calicoctl.ok("version", "--client", env={"ETCD_ENDPOINTS": "http://127.0.0.1:9"})
+def test_version(calicoctl_etcd: Calicoctl) -> None:
+    client = calicoctl_etcd.ok("version", "--client", env={"ETCD_ENDPOINTS": "http://127.0.0.1:9"})
     assert client.stdout.startswith("Client Version:    v")
     # The first write command initialises ClusterInformation, as upstream's does.
-    calicoctl.ok("apply", "-f", "-", input="apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: t1\n")
-    full = calicoctl.ok("version").stdout.splitlines()
+    calicoctl_etcd.ok("apply", "-f", "-", input="apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: t1\n")
+    full = calicoctl_etcd.ok("version").stdout.splitlines()
     assert [line.split(":")[0] for line in full] == ["Client Version", "Git commit", "Cluster Version", "Cluster Type"]
     assert full[2] == "Cluster Version:   unknown"
-    down = calicoctl("version", env={"ETCD_ENDPOINTS": "http://127.0.0.1:9"})
+    down = calicoctl_etcd("version", env={"ETCD_ENDPOINTS": "http://127.0.0.1:9"})
     assert down.returncode == 1 and down.stderr.startswith("Unable to retrieve Cluster Version or Type: ")
 
 

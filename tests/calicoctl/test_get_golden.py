@@ -33,7 +33,8 @@ CASES = [
 ]
 
 
-def test_get_golden(calicoctl: Calicoctl) -> None:
+def test_get_golden(calicoctl_etcd: Calicoctl) -> None:
+    calicoctl = calicoctl_etcd
     calicoctl.ok("apply", "-f", EVERY_KIND)
     update = os.environ.get("CALICOCTL_UPDATE_GOLDEN") == "1"
     mismatches = []

@@ -78,7 +78,8 @@ def kill_add_after_allocation(backend: Any, cni_path: str, conf: dict[str, Any],
         proc.wait()
 
 
-def test_ipam_show_check_release(calicoctl: Calicoctl, cni_path: str, tmp_path: Any) -> None:
+def test_ipam_show_check_release(calicoctl_etcd: Calicoctl, cni_path: str, tmp_path: Any) -> None:
+    calicoctl = calicoctl_etcd
     backend = calicoctl.backend
     calicoctl.ok("apply", "-f", "-", input=POOL)
     conf = _conf(calicoctl.env["ETCD_ENDPOINTS"], str(tmp_path))
@@ -150,7 +151,8 @@ def test_ipam_show_check_release(calicoctl: Calicoctl, cni_path: str, tmp_path: 
     assert not [kv for kv in backend.list(ListOptions(kind="IPAMHandle")).items]
 
 
-def test_ipam_configure(calicoctl: Calicoctl) -> None:
+def test_ipam_configure(calicoctl_etcd: Calicoctl) -> None:
+    calicoctl = calicoctl_etcd
     assert calicoctl.ok("ipam", "configure", "--strictaffinity=true").stdout == \
         "Successfully set StrictAffinity to: true\n"
     assert calicoctl.ok("ipam", "configure", "--max-blocks-per-host", "5").stdout == \

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import pytest
+import yaml
 
 from datastore.keys import ResourceKey
 from datastore.kinds import KINDS
@@ -16,12 +18,20 @@ from tests.calicoctl.conftest import DATA, Calicoctl, stored_keys
 pytestmark = pytest.mark.etcd
 
 EVERY_KIND = os.path.join(DATA, "every_kind.yaml")
+STAGED_KINDS = os.path.join(DATA, "staged_kinds.yaml")
+
+
+def _documents() -> list[dict]:
+    """every_kind.yaml, plus the staged policies once their kinds are registered."""
+    docs = []
+    for path in (EVERY_KIND, STAGED_KINDS):
+        with open(path, encoding="utf-8") as f:
+            docs += [d for d in load_yaml_documents(f.read()) if d["kind"] in KINDS]
+    return docs
 
 
 def _expected() -> list[dict]:
-    with open(EVERY_KIND, encoding="utf-8") as f:
-        docs = load_yaml_documents(f.read())
-    return [dump_resource(load_resource(d)) for d in docs]
+    return [dump_resource(load_resource(d)) for d in _documents()]
 
 
 def _ident(doc: dict) -> tuple[str, str, str]:
@@ -29,15 +39,28 @@ def _ident(doc: dict) -> tuple[str, str, str]:
     return doc["kind"], meta.get("namespace") or "", meta["name"]
 
 
-def test_round_trip_every_kind(calicoctl: Calicoctl) -> None:
+# Kinds the Kubernetes datastore derives from native objects (k8s Nodes, Pods,
+# Namespaces/ServiceAccounts): their round trip there is test_kdd_native_kinds.
+NATIVE_IN_KDD = {"Node", "WorkloadEndpoint", "Profile"}
+
+
+def test_round_trip_every_kind(calicoctl: Calicoctl, tmp_path: Any) -> None:
     expected = _expected()
     assert {d["kind"] for d in expected} == set(KINDS) - {"ClusterInformation"}
+    docs = _documents()
+    if calicoctl.is_kubernetes:
+        calicoctl.ensure_namespace("shop")  # namespaced CRs need their Namespace
+        docs = [d for d in docs if d["kind"] not in NATIVE_IN_KDD]
+        expected = [d for d in expected if d["kind"] not in NATIVE_IN_KDD]
+    source = str(tmp_path / "resources.yaml")
+    with open(source, "w", encoding="utf-8") as f:
+        yaml.safe_dump_all(docs, f, sort_keys=False)
 
-    out = calicoctl.ok("apply", "-f", EVERY_KIND)
+    out = calicoctl.ok("apply", "-f", source)
     assert out.stdout == f"Successfully applied {len(expected)} resource(s)\n"
 
     # get -f returns every resource of the file, as stored.
-    got = json.loads(calicoctl.ok("get", "-f", EVERY_KIND, "-o", "json").stdout)
+    got = json.loads(calicoctl.ok("get", "-f", source, "-o", "json").stdout)
     assert [_ident(d) for d in got] == [_ident(d) for d in expected]
     for want, have in zip(expected, got):
         assert have["spec"] == want["spec"], _ident(want)
@@ -45,7 +68,7 @@ def test_round_trip_every_kind(calicoctl: Calicoctl) -> None:
         assert have["metadata"]["uid"] and have["metadata"]["creationTimestamp"] and have["metadata"]["resourceVersion"]
 
     # The YAML output is valid input: applying it again changes nothing but revisions.
-    yaml_out = calicoctl.ok("get", "-f", EVERY_KIND, "-o", "yaml").stdout
+    yaml_out = calicoctl.ok("get", "-f", source, "-o", "yaml").stdout
     again = calicoctl.ok("apply", "-f", "-", input=yaml_out)
     assert again.stdout == f"Successfully applied {len(expected)} resource(s)\n"
 
@@ -56,13 +79,89 @@ def test_round_trip_every_kind(calicoctl: Calicoctl) -> None:
                            "on ClusterInformation: resource is readonly]\n")
     assert "datastoreReady: true" in calicoctl.ok("get", "clusterinfo", "default", "-o", "yaml").stdout
 
-    deleted = calicoctl.ok("delete", "-f", EVERY_KIND)
+    deleted = calicoctl.ok("delete", "-f", source)
     assert deleted.stdout == f"Successfully deleted {len(expected)} resource(s)\n"
-    gone = calicoctl.fails("get", "-f", EVERY_KIND)
+    gone = calicoctl.fails("get", "-f", source)
     assert gone.stderr.count("resource does not exist: ") == len(expected)
     assert "resource does not exist: NetworkPolicy(shop/allow-web) with error: <nil>" in gone.stderr
     keys = stored_keys(calicoctl.backend)
-    assert all("/clusterinformations/" in k or "/tiers/default" in k for k in keys), keys
+    assert keys and all("clusterinformations/default" in k or "tiers/default" in k for k in keys), keys
+
+
+def _native(kind: str, name: str) -> str:
+    with open(EVERY_KIND, encoding="utf-8") as f:
+        for doc in load_yaml_documents(f.read()):
+            if doc["kind"] == kind and doc["metadata"]["name"] == name:
+                return yaml.safe_dump(doc)
+    raise KeyError(name)
+
+
+def test_kdd_native_kinds(calicoctl_kdd: Calicoctl) -> None:
+    """Kubernetes datastore: Nodes, WorkloadEndpoints and Profiles are views of
+    native objects.  calicoctl reads them, updates what upstream's KDD clients
+    update (Nodes), and refuses the rest with upstream's errors, writing nothing."""
+    ctl = calicoctl_kdd
+    ctl.ensure_namespace("shop")
+    before = stored_keys(ctl.backend)
+
+    # Profiles mirror Namespaces (kns.) and ServiceAccounts (ksa.): read-only.
+    profile = _native("Profile", "kns.shop")
+    assert ctl.fails("create", "-f", "-", input=profile).stderr == \
+        "Failed to create 'Profile' resource: [operation Create is not supported on Profile(kns.shop)]\n"
+    assert ctl.fails("apply", "-f", "-", input=profile).stderr == \
+        "Failed to apply 'Profile' resource: [operation Update is not supported on Profile(kns.shop)]\n"
+    assert ctl.fails("replace", "-f", "-", input=profile).stderr == \
+        "Failed to replace 'Profile' resource: operation Update is not supported on Profile(kns.shop)\n"
+    assert ctl.fails("delete", "profile", "kns.shop").stderr == \
+        "Failed to delete 'Profile' resource: operation Delete is not supported on Profile(kns.shop)\n"
+    assert ctl.fails("label", "profile", "kns.shop", "team=retail").stderr == \
+        "failed to update profile kns.shop, label not changed\n"
+    shown = json.loads(ctl.ok("get", "profile", "kns.shop", "-o", "json").stdout)
+    assert shown["spec"]["labelsToApply"]["pcns.projectcalico.org/name"] == "shop"
+    names = ctl.ok("get", "profiles", "-o", "name").stdout.splitlines()
+    assert {"profile.projectcalico.org/kns.shop", "profile.projectcalico.org/projectcalico-default-allow"} <= set(names)
+
+    # WorkloadEndpoints are pods: the CNI plugin's patch is the only write.
+    wep = _native("WorkloadEndpoint", "node--1-k8s-web--0-eth0")
+    assert ctl.fails("apply", "-f", "-", input=wep).stderr == (
+        "Failed to apply 'WorkloadEndpoint' resource: [resource does not exist: "
+        "WorkloadEndpoint(shop/node--1-k8s-web--0-eth0) with error: <nil>]\n")
+    ctl.kube.create_pod("shop", "web-0", "node-1", {"app": "web"})
+    refused = ("operation {} is not supported on WorkloadEndpoint(shop/node--1-k8s-web--0-eth0): "
+               "unsupported PatchMode: patchModeUnspecified")
+    assert ctl.fails("create", "-f", "-", input=wep).stderr == \
+        f"Failed to create 'WorkloadEndpoint' resource: [{refused.format('Create')}]\n"
+    assert ctl.fails("apply", "-f", "-", input=wep).stderr == \
+        f"Failed to apply 'WorkloadEndpoint' resource: [{refused.format('Update')}]\n"
+    listing = ctl.ok("get", "wep", "-n", "shop").stdout.splitlines()
+    assert listing[0].split() == ["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"]
+    assert listing[1].split()[:3] == ["shop", "web-0", "node-1"]
+    got = json.loads(ctl.ok("get", "wep", "node--1-k8s-web--0-eth0", "-n", "shop", "-o", "json").stdout)
+    assert got["spec"]["pod"] == "web-0" and got["metadata"]["labels"]["app"] == "web"
+
+    # Nodes: kubelet registers them; calicoctl updates their Calico fields only.
+    node = _native("Node", "node-1")
+    assert ctl.fails("apply", "-f", "-", input=node).stderr == \
+        "Failed to apply 'Node' resource: [resource does not exist: Node(node-1) with error: <nil>]\n"
+    ctl.ensure_node("node-1")
+    assert ctl.fails("create", "-f", "-", input=node).stderr == \
+        "Failed to create 'Node' resource: [operation Create is not supported on Node(node-1)]\n"
+    assert ctl.ok("apply", "-f", "-", input=node).stdout == "Successfully applied 1 'Node' resource(s)\n"
+    shown = json.loads(ctl.ok("get", "node", "node-1", "-o", "json").stdout)
+    assert shown["spec"]["bgp"] == {"ipv4Address": "192.0.2.11/24", "ipv6Address": "2001:db8::11/64"}
+    assert shown["metadata"]["labels"]["rack"] == "r1"
+    assert ctl.ok("label", "node", "node-1", "zone=a").stdout == "Successfully set label zone on node node-1\n"
+    ctl.ok("patch", "node", "node-1", "-p", '{"spec":{"bgp":{"routeReflectorClusterID":"224.0.0.1"}}}')
+    shown = json.loads(ctl.ok("get", "node", "node-1", "-o", "json").stdout)
+    assert shown["metadata"]["labels"]["zone"] == "a"
+    assert shown["spec"]["bgp"]["routeReflectorClusterID"] == "224.0.0.1"
+    assert ctl.fails("delete", "node", "node-1").stderr == \
+        "Failed to delete 'Node' resource: operation Delete is not supported on Node(node-1)\n"
+    ctl.kube.must("GET", "/api/v1/nodes/node-1")
+
+    # Only ClusterInformation and the default tier (written by the first write command) are CRs.
+    after = stored_keys(ctl.backend)
+    assert set(after) - set(before) <= {"clusterinformations/default", "tiers/default"}, after
 
 
 POOL = """apiVersion: projectcalico.org/v3
@@ -154,6 +253,7 @@ metadata:
 
 
 def test_namespaces(calicoctl: Calicoctl) -> None:
+    calicoctl.ensure_namespace("prod")  # kubernetes: namespaced CRs need their Namespace
     calicoctl.ok("apply", "-f", "-", input=NP.format(ns=""))  # default namespace
     calicoctl.ok("apply", "-n", "prod", "-f", "-", input=NP.format(ns=""))
     mismatch = calicoctl.fails("apply", "-n", "prod", "-f", "-", input=NP.format(ns="  namespace: dev\n"))
@@ -225,7 +325,8 @@ def test_command_line_errors(calicoctl: Calicoctl) -> None:
     assert stored_keys(calicoctl.backend) == []
 
 
-def test_directory_input_and_config_file(calicoctl: Calicoctl, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_directory_input_and_config_file(calicoctl_etcd: Calicoctl, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    calicoctl = calicoctl_etcd
     d = tmp_path / "res"
     (d / "sub").mkdir(parents=True)
     (d / "a.yaml").write_text(POOL.format(name="da", meta="", cidr="10.10.0.0/24"))
