@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
+import multiprocessing
 import os
 import sys
 import threading
+from dataclasses import dataclass, field
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +73,76 @@ class CountingBackend:
         return call
 
 
+@dataclass
+class Part:
+    """What one client process did."""
+
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    handles: dict[str, list[str]] = field(default_factory=dict)
+    addresses: list[str] = field(default_factory=list)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+def allocate_nodes(make_backend: Callable[..., Any], nodes: list[int], pods: int, timeout: float) -> Part:
+    """In a client process: every node of ``nodes`` (a thread each, own
+    datastore client) allocates ``pods`` addresses one after another."""
+    from ipam.allocator import Allocator
+
+    part = Part()
+
+    def node_work(i: int) -> None:
+        node = f"scale-node-{i:04d}"
+        allocator = Allocator(CountingBackend(make_backend(timeout=timeout)), node)  # type: ignore[arg-type]
+        pools = allocator.preload()
+        mine: list[str] = []
+        for p in range(pods):
+            handle = f"k8s-pod-network.{uuid.uuid4().hex}"
+            start = time.perf_counter()
+            try:
+                allocator.restart_deadline()
+                got = allocator.auto_assign(4, handle, {"node": node, "pod": f"pod-{p}", "namespace": "default"},
+                                            pools=pools)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                with LOCK:
+                    part.failures.append(f"{node}: {type(exc).__name__}: {exc}")
+                continue
+            with LOCK:
+                part.latencies.append((time.perf_counter() - start) * 1000)
+                part.addresses += [a.address for a in got]
+            mine.append(handle)
+        with LOCK:
+            part.handles[node] = mine
+
+    with ThreadPoolExecutor(len(nodes) or 1) as pool:
+        list(pool.map(node_work, nodes))
+    part.errors = collections.Counter(ERRORS)
+    return part
+
+
+def release_nodes(make_backend: Callable[..., Any], held: dict[str, list[str]], timeout: float) -> Part:
+    """In a client process: release every handle, a thread per node."""
+    from ipam.release import release_by_handle
+    from ipam.retry import Deadline
+    from ipam.store import Store
+
+    part = Part()
+
+    def release_node(node: str) -> None:
+        store = Store(CountingBackend(make_backend(timeout=timeout)))  # type: ignore[arg-type]
+        for handle in held[node]:
+            try:
+                release_by_handle(store, handle, Deadline(90))
+            except Exception as exc:  # noqa: BLE001
+                with LOCK:
+                    part.failures.append(f"release {handle}: {type(exc).__name__}: {exc}")
+
+    with ThreadPoolExecutor(len(held) or 1) as pool:
+        list(pool.map(release_node, held))
+    part.errors = collections.Counter(ERRORS)
+    return part
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else 0.0
@@ -80,13 +153,11 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=200)
     ap.add_argument("--pods", type=int, default=110)
     ap.add_argument("--datastore", choices=("etcd", "kubernetes"), default="etcd")
-    ap.add_argument("--workers", type=int, default=0, help="threads (default: one per node)")
+    ap.add_argument("--procs", type=int, default=8, help="client processes (each runs its nodes as threads)")
+    ap.add_argument("--timeout", type=float, default=60.0,
+                    help="datastore request timeout, s (the simulated nodes share 2 cores: a request "
+                         "waits for CPU, not only for the datastore)")
     args = ap.parse_args()
-
-    from ipam.allocator import Allocator
-    from ipam.release import release_by_handle
-    from ipam.retry import Deadline
-    from ipam.store import Store
 
     server: Any
     make_backend: Callable[[], Any]
@@ -95,14 +166,14 @@ def main() -> int:
         from tests.support.etcd_server import EtcdServer
 
         server = EtcdServer().start()
-        make_backend = lambda: EtcdBackend(server.endpoint)  # noqa: E731
+        make_backend = functools.partial(EtcdBackend, server.endpoint)
     else:
         from datastore.kubernetes import KubernetesBackend
         from tests.support.kube_apiserver import KubeApiServer
 
         server = KubeApiServer().start()
         server.install_crds()
-        make_backend = lambda: KubernetesBackend(kubeconfig=server.kubeconfig)  # noqa: E731
+        make_backend = functools.partial(KubernetesBackend, kubeconfig=server.kubeconfig)
 
     try:
         admin = make_backend()
@@ -110,64 +181,30 @@ def main() -> int:
             "apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "scale-pool"},
             "spec": {"cidr": POOL, "blockSize": 26, "ipipMode": "Never", "vxlanMode": "Never"},
         })
-        latencies: list[float] = []
-        failures: list[str] = []
-        held: dict[str, list[str]] = {}  # node -> handles
-        addresses: collections.Counter[str] = collections.Counter()
-
-        def node_work(i: int) -> None:
-            node = f"scale-node-{i:04d}"
-            backend = CountingBackend(make_backend())
-            allocator = Allocator(backend, node)  # type: ignore[arg-type]
-            pools = allocator.preload()
-            mine: list[str] = []
-            for p in range(args.pods):
-                handle = f"k8s-pod-network.{uuid.uuid4().hex}"
-                start = time.perf_counter()
-                try:
-                    allocator.restart_deadline()
-                    got = allocator.auto_assign(4, handle, {"node": node, "pod": f"pod-{p}",
-                                                            "namespace": "default"}, pools=pools)
-                except Exception as exc:  # noqa: BLE001 - counted and reported
-                    with LOCK:
-                        failures.append(f"{node}: {type(exc).__name__}: {exc}")
-                    continue
-                elapsed = (time.perf_counter() - start) * 1000
-                with LOCK:
-                    latencies.append(elapsed)
-                    for a in got:
-                        addresses[a.address] += 1
-                mine.append(handle)
-            with LOCK:
-                held[node] = mine
-
-        workers = args.workers or args.nodes
+        ctx = multiprocessing.get_context("fork")
+        chunks = [list(range(i, args.nodes, args.procs)) for i in range(args.procs)]
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(node_work, range(args.nodes)))
+        with ctx.Pool(args.procs) as pool:
+            parts = pool.starmap(allocate_nodes, [(make_backend, c, args.pods, args.timeout) for c in chunks])
         alloc_wall = time.perf_counter() - t0
-        alloc_errors = dict(ERRORS)
-        ERRORS.clear()
+        latencies = [x for part in parts for x in part.latencies]
+        failures = [x for part in parts for x in part.failures]
+        held = {node: handles for part in parts for node, handles in part.handles.items()}
+        addresses: collections.Counter[str] = collections.Counter(a for part in parts for a in part.addresses)
+        alloc_errors = sum((part.errors for part in parts), collections.Counter())
 
         affinities = admin.list(ListOptions("BlockAffinity")).items
         per_node = collections.Counter(kv.key.host for kv in affinities)
         duplicates = sum(1 for n in addresses.values() if n > 1)
 
-        def release_node(node: str) -> None:
-            backend = CountingBackend(make_backend())
-            store = Store(backend)  # type: ignore[arg-type]
-            for handle in held.get(node, ()):
-                try:
-                    release_by_handle(store, handle, Deadline(90))
-                except Exception as exc:  # noqa: BLE001
-                    with LOCK:
-                        failures.append(f"release {handle}: {type(exc).__name__}: {exc}")
-
+        node_chunks = [sorted(held)[i::args.procs] for i in range(args.procs)]
         t1 = time.perf_counter()
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(release_node, list(held)))
+        with ctx.Pool(args.procs) as pool:
+            rparts = pool.starmap(release_nodes, [(make_backend, {n: held[n] for n in c}, args.timeout)
+                                                  for c in node_chunks])
         release_wall = time.perf_counter() - t1
-        release_errors = dict(ERRORS)
+        failures += [x for part in rparts for x in part.failures]
+        release_errors = sum((part.errors for part in rparts), collections.Counter())
 
         blocks = admin.list(ListOptions("Block")).items
         used_blocks = [kv for kv in blocks if any(a is not None for a in (kv.value or {}).get("allocations", []))]
@@ -175,7 +212,7 @@ def main() -> int:
 
         total = args.nodes * args.pods
         print(f"# IPAM scale: {args.nodes} nodes x {args.pods} pods = {total} allocations, "
-              f"datastore {args.datastore}, {workers} threads")
+              f"datastore {args.datastore}, {args.procs} processes, request timeout {args.timeout:g} s")
         print()
         print("| metric | value |")
         print("|---|---|")
@@ -184,7 +221,7 @@ def main() -> int:
         print(f"| addresses held twice (must be 0) | {duplicates} |")
         print(f"| CAS conflicts retried (allocation) | {alloc_errors.get('cas conflict', 0)} |")
         other = {k: v for k, v in alloc_errors.items() if k != 'cas conflict'}
-        print(f"| other datastore errors retried (allocation) | {other or 0} |")
+        print(f"| other datastore errors (allocation) | {other or 0} |")
         print(f"| blocks claimed | {len(affinities)} (per node min/median/max "
               f"{min(per_node.values(), default=0)}/{sorted(per_node.values())[len(per_node) // 2] if per_node else 0}/"
               f"{max(per_node.values(), default=0)}) |")
