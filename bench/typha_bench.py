@@ -7,6 +7,13 @@ full snapshot of E WorkloadEndpoints.
 
     .venv/bin/python bench/typha_bench.py [--clients 200] [--endpoints 10000]
 
+``--failover``: two Typhas, N clients given both addresses (``TyphaAddr=a,b``);
+the Typha they are on is SIGKILLed, and each client's time from the kill until it
+is in sync again through the other one is measured (p50/p95/max), over several
+rounds (the killed Typha is restarted, then the other one is killed).
+
+    .venv/bin/python bench/typha_bench.py --failover [--clients 50] [--endpoints 1000] [--rounds 5]
+
 The clients all live in this process (threads), so their JSON decoding shares
 two cores with etcd and Typha: the times are upper bounds.
 """
@@ -146,13 +153,86 @@ def run_mode(name: str, endpoint: str, n_clients: int, n_endpoints: int,
     }
 
 
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class Resyncer(Counter):
+    """Notes when it is back in sync after a connection loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.synced_at = 0.0
+
+    def on_status(self, status: SyncStatus) -> None:
+        super().on_status(status)
+        if status == SyncStatus.IN_SYNC:
+            self.synced_at = time.monotonic()
+
+
+def failover(args: argparse.Namespace) -> None:
+    samples: list[float] = []
+    rounds: list[float] = []
+    with EtcdServer() as etcd:
+        populate(etcd.endpoint, args.endpoints)
+        typhas = [TyphaProcess(etcd.endpoint, TYPHA_LOGSEVERITYSCREEN="WARNING").start() for _ in range(2)]
+        addrs = ",".join(t.addr for t in typhas)
+        counters = [Resyncer() for _ in range(args.clients)]
+        clients = [TyphaSyncer(addrs, f"node-{i}", c.on_updates, c.on_status).start()
+                   for i, c in enumerate(counters)]
+        try:
+            while not all(c.in_sync and len(c.keys) >= args.endpoints for c in counters):
+                time.sleep(0.05)
+            for r in range(args.rounds):
+                on = {cl.addr for cl in clients}
+                victim = next(t for t in typhas if t.addr in on)
+                assert len(on) == 1, on
+                before = [cl.resyncs for cl in clients]
+                t0 = time.monotonic()
+                victim.kill()
+                while not all(cl.resyncs > b and c.in_sync for cl, b, c in zip(clients, before, counters)):
+                    if time.monotonic() - t0 > 120:
+                        raise RuntimeError("clients did not resync within 120 s")
+                    time.sleep(0.002)
+                times = [c.synced_at - t0 for c in counters]
+                samples += times
+                rounds.append(max(times))
+                assert all(len(c.keys) >= args.endpoints for c in counters)
+                print(f"round {r + 1}: all {args.clients} resynced through {clients[0].addr} "
+                      f"in {max(times) * 1000:.0f} ms", file=sys.stderr)
+                victim.start()
+        finally:
+            for cl in clients:
+                cl.stop()
+            for t in typhas:
+                t.cleanup()
+    print(f"\nTypha fail-over: {args.clients} clients, {args.endpoints} WorkloadEndpoints in the snapshot, "
+          f"{args.rounds} kills, {os.cpu_count()} CPUs")
+    print("| kill -> client in sync via the other Typha | p50 | p95 | max |")
+    print("|---|---|---|---|")
+    print(f"| per client (n={len(samples)}) | {percentile(samples, 0.5) * 1000:.0f} ms | "
+          f"{percentile(samples, 0.95) * 1000:.0f} ms | {max(samples) * 1000:.0f} ms |")
+    print(f"| last client of a round (n={len(rounds)}) | {percentile(rounds, 0.5) * 1000:.0f} ms | "
+          f"{percentile(rounds, 0.95) * 1000:.0f} ms | {max(rounds) * 1000:.0f} ms |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--clients", type=int, default=200)
-    ap.add_argument("--endpoints", type=int, default=10000)
+    ap.add_argument("--clients", type=int, default=None)
+    ap.add_argument("--endpoints", type=int, default=None)
     ap.add_argument("--steady-updates", type=int, default=40)
     ap.add_argument("--timeout", type=float, default=300.0, help="etcd request timeout, direct mode")
+    ap.add_argument("--failover", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    if args.failover:
+        args.clients = args.clients or 50
+        args.endpoints = args.endpoints or 1000
+        failover(args)
+        return
+    args.clients = args.clients or 200
+    args.endpoints = args.endpoints or 10000
     results = []
     with EtcdServer() as etcd:
         t = time.monotonic()

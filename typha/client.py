@@ -83,6 +83,7 @@ class TyphaSyncer:
         self._key_filter = key_filter
         self._discovery_max_backoff = discovery_max_backoff
         self.discovery_failures = 0
+        self._session_ok = False
         self._on_updates = on_updates
         self._on_status = on_status
         self._tls = client_ssl_context(ca_file, cert_file, key_file) if cert_file else None
@@ -138,6 +139,7 @@ class TyphaSyncer:
             discovery_backoff = 1.0
             self.addr = target.addr
             self.host, self.port = split_addr(target.addr)
+            self._session_ok = False
             try:
                 self._session(target)
             except (OSError, proto.ProtocolError, ConnectionError) as exc:
@@ -153,7 +155,9 @@ class TyphaSyncer:
             if self.in_sync:
                 self.in_sync = False
                 self._on_status(SyncStatus.WAIT_FOR_DATASTORE)
-            if time.monotonic() - started > 10:
+            if self._session_ok or time.monotonic() - started > 10:
+                # A working connection was lost (Typha died, shed us, shut down): not a
+                # run of failures, so try the next Typha soon (jittered against a herd).
                 backoff = self._min_backoff
             self._stop.wait(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, self._max_backoff)
@@ -208,6 +212,7 @@ class TyphaSyncer:
                 kind = msg["type"]
                 if kind == "serverHello":
                     hello_seen = True
+                    self._session_ok = True
                     self.tracker.connected(target)
                     log.info("connected to Typha %s (%s syncer, connection %s)", target.addr,
                              self.syncer_type, msg.get("connId"))
