@@ -130,12 +130,18 @@ def build_parser() -> Parser:
                               "  custom-columns=COL,...  a table of the named columns\n"
                               "  yaml, json      the resources, valid as input to every other command\n"
                               "  name            kind/name of each resource\n"
+                              "  go-template=TEMPLATE, go-template-file=FILE\n"
+                              "                  a Go text/template over the results (a subset: range, if,\n"
+                              "                  with, fields, variables, join, len, index, printf, eq...);\n"
+                              "                  e.g. -o go-template='{{range .}}{{range .Items}}{{.Name}}\n"
+                              "                  {{\"\\n\"}}{{end}}{{end}}'\n"
                               f"\nExamples:\n  {PROG} get ippools\n  {PROG} get -o yaml policy my-policy -n prod\n")
     p.add_argument("kind", nargs="?", metavar="KIND", help="Resource kind (case-insensitive, may be plural).")
     p.add_argument("names", nargs="*", metavar="NAME", help="Resource names.")
     _add_file(p, False, "get")
     p.add_argument("-o", "--output", default="ps", metavar="OUTPUT",
-                   help="Output format: ps, wide, custom-columns=..., yaml, json, name [default: ps].")
+                   help="Output format: ps, wide, custom-columns=..., yaml, json, name, go-template=..., "
+                        "go-template-file=... [default: ps].")
     _add_namespace(p)
     p.add_argument("-A", "-a", "--all-namespaces", action="store_true",
                    help="List the requested resources across all namespaces.")

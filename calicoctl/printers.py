@@ -187,8 +187,9 @@ def render_names(results: Iterable[Result]) -> str:
 
 @dataclass
 class OutputFormat:
-    kind: str  # ps | wide | custom-columns | yaml | json | name
+    kind: str  # ps | wide | custom-columns | yaml | json | name | go-template
     columns: list[str] | None = None
+    template: str = ""
 
 
 def parse_output(spec: str) -> OutputFormat:
@@ -202,7 +203,22 @@ def parse_output(spec: str) -> OutputFormat:
             raise OutputError("need to specify at least one column")
         return OutputFormat("custom-columns", [c.strip() for c in value.split(",")])
     if key in ("go-template", "go-template-file"):
-        raise OutputError(f"output format '{key}' is not supported by this calicoctl (use yaml, json or custom-columns)")
+        from calicoctl import gotemplate
+
+        text = value
+        if key == "go-template-file":
+            try:
+                with open(value, encoding="utf-8") as f:
+                    text = f.read()
+            except FileNotFoundError:
+                raise OutputError(f"open {value}: no such file or directory") from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise OutputError(f"cannot read {value}: {e}") from None
+        try:
+            gotemplate.parse(text)  # refuse a bad template before touching the datastore
+        except gotemplate.TemplateError as e:
+            raise OutputError(str(e)) from None
+        return OutputFormat("go-template", template=text)
     raise OutputError(f"unrecognized output format '{spec}'")
 
 
@@ -214,6 +230,13 @@ def render(fmt: OutputFormat, results: Sequence[Result], *, print_namespace: boo
         return render_json(results) if results else ""
     if fmt.kind == "name":
         return render_names(results)
+    if fmt.kind == "go-template":
+        from calicoctl import gotemplate
+
+        try:
+            return gotemplate.execute(fmt.template, [_plain(r) for r in results])
+        except gotemplate.TemplateError as e:
+            raise OutputError(str(e)) from None
     if fmt.kind == "custom-columns":
         return render_table(results, headings=fmt.columns, lookups=lookups)
     return render_table(results, wide=fmt.kind == "wide", print_namespace=print_namespace, lookups=lookups)

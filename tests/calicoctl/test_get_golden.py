@@ -30,6 +30,21 @@ CASES = [
     ("tiers_list_yaml.txt", ["get", "tiers", "-o", "yaml"]),
     ("weps_all_namespaces_wide.txt", ["get", "weps", "-A", "-o", "wide"]),
     ("policy_two_names_yaml.txt", ["get", "gnp", "deny-smtp", "deny-smtp", "-o", "yaml"]),
+    # go-template: JSON field names, upstream's Go field names, promoted metadata.
+    ("ippools_go_template.txt", ["get", "ippools", "-o",
+                                 'go-template={{range .}}{{range .Items}}{{.metadata.name}}: {{.spec.cidr}}'
+                                 '{{"\\n"}}{{end}}{{end}}']),
+    ("nodes_go_template.txt", ["get", "nodes", "-o",
+                               "go-template={{range .}}{{.Kind}} rv-set={{if .ResourceVersion}}yes{{end}}\n"
+                               "{{range .Items}}{{.Name}} asn={{.Spec.BGP.ASNumber}} v4={{.Spec.BGP.IPv4Address}} "
+                               "labels={{.ObjectMeta.Labels}}\n{{end}}{{end}}"]),
+    ("weps_go_template.txt", ["get", "weps", "-A", "-o",
+                              'go-template={{range .}}{{range .Items}}{{.Namespace}}/{{.Spec.Pod}} '
+                              '{{join .Spec.IPNetworks ","}} {{index .Spec.Profiles 0}}{{"\\n"}}{{end}}{{end}}']),
+    ("policies_go_template_file.txt", ["get", "gnp", "deny-smtp", "-o",
+                                       f"go-template-file={os.path.join(DATA, 'policies.tmpl')}"]),
+    ("policies_go_template_file_two.txt", ["get", "-n", "shop", "policy", "allow-web", "-o",
+                                           f"go-template-file={os.path.join(DATA, 'policies.tmpl')}"]),
 ]
 
 
@@ -51,6 +66,35 @@ def test_get_golden(calicoctl_etcd: Calicoctl) -> None:
         if got != want:
             mismatches.append(f"{name} ({' '.join(args)}):\n--- want\n{want}--- got\n{got}")
     assert not mismatches, "\n".join(mismatches)
+
+
+# (case, -o value, error text): refused before the datastore is touched, or
+# failing while executing; either way exit 1 and nothing on stdout.
+TEMPLATE_ERRORS = [
+    ("unclosed action", "go-template={{range .}", "template: get:1: unclosed action"),
+    ("missing end", "go-template={{range .}}x", "template: get:1: unexpected EOF"),
+    ("stray end", "go-template=x{{end}}", "template: get:1: unexpected {{end}}"),
+    ("unknown function", "go-template={{frob .}}", 'template: get:1: function "frob" not defined'),
+    ("define", 'go-template={{define "x"}}{{end}}',
+     "template: get:1: {{define}} is not supported by calicoctl's go-template subset"),
+    ("template", 'go-template={{template "x"}}',
+     "template: get:1: {{template}} is not supported by calicoctl's go-template subset"),
+    ("html", "go-template={{html .}}",
+     "template: get:1: function \"html\" is not supported by calicoctl's go-template subset"),
+    ("index out of range", "go-template={{index . 7}}",
+     'template: get:1: executing "get" at <index>: error calling index: index out of range: 7'),
+    ("missing file", "go-template-file=/nonexistent/t.tmpl", "open /nonexistent/t.tmpl: no such file or directory"),
+]
+
+
+def test_go_template_errors(calicoctl_etcd: Calicoctl) -> None:
+    calicoctl_etcd.ok("apply", "-f", EVERY_KIND)
+    failures = []
+    for case, output, message in TEMPLATE_ERRORS:
+        result = calicoctl_etcd("get", "ippools", "-o", output)
+        if result.returncode != 1 or result.stdout or result.stderr != message + "\n":
+            failures.append(f"{case}: {result}")
+    assert not failures, "\n".join(failures)
 
 
 def test_golden_files_are_all_used() -> None:
