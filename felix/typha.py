@@ -45,7 +45,12 @@ def kube_api_factory(backend: Backend, env: Mapping[str, str]) -> Callable[[], A
 
 
 def make_syncer(env: Mapping[str, str], node: str, backend: Backend, options: list[ListOptions],
-                on_updates: OnUpdates, on_status: OnStatus) -> Any:
+                on_updates: OnUpdates, on_status: OnStatus, syncer_type: str = "felix") -> Any:
+    """A datastore Syncer over ``options``, or a TyphaSyncer when Typha is configured.
+
+    ``syncer_type="bgp"`` is confd's view (same ``FELIX_TYPHA*`` settings, as in
+    calico-node): Typha's bgp cache, with other nodes' block affinities dropped
+    (confd watches only its own node's)."""
     from felix.config import load_config
 
     cfg = load_config(env=env)
@@ -68,4 +73,11 @@ def make_syncer(env: Mapping[str, str], node: str, backend: Backend, options: li
         ca_file=cfg.get("TyphaCAFile"), cert_file=cfg.get("TyphaCertFile"),
         key_file=cfg.get("TyphaKeyFile"), server_cn=cfg.get("TyphaCN"),
         server_uri_san=cfg.get("TyphaURISAN"), read_timeout=float(cfg.get("TyphaReadTimeout")),
+        syncer_type=syncer_type, key_filter=own_affinities_only(node) if syncer_type == "bgp" else None,
     )
+
+
+def own_affinities_only(node: str) -> Callable[[Any], bool]:
+    from datastore.keys import BlockAffinityKey
+
+    return lambda key: not isinstance(key, BlockAffinityKey) or key.host == node
