@@ -122,7 +122,10 @@ async function showExplain(id) {
     + ruleText({kind: d.kind, name: d.name, index: d.rule}) + ": " + d.result));
   for (const dir of ["egress", "ingress"]) {
     if (!x[dir]) continue;
-    box.append(el("h3", {}, dir[0].toUpperCase() + dir.slice(1) + " of " + x[dir].endpoint + ": " + x[dir].verdict));
+    const ep = dir === "egress" ? x.source : x.destination;
+    const name = ep ? ep.namespace + "/" + ep.pod : x[dir].endpoint;
+    box.append(el("h3", {}, dir[0].toUpperCase() + dir.slice(1) + " of " + name + " (node " + x[dir].node + "): "
+      + x[dir].verdict));
     box.append(stepsTable(x[dir]));
   }
   if (x.staged) {
