@@ -268,38 +268,29 @@ TABLES: dict[str, KindTable] = {
         _table("GlobalNetworkPolicy", ("globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps"),
                ("NAME",), ("NAME", "ORDER", "SELECTOR"),
                {"ORDER": _spec_order, "SELECTOR": _spec("selector")}),
+        # Staged policies: upstream's names and columns; wide adds STAGEDACTION (Set or Delete).
         _table("StagedNetworkPolicy",
-               ("stagednetworkpolicy", "stagednetworkpolicies", "stagedpolicy", "snp", "stagedpolicies",
+               ("stagednetworkpolicy", "stagednetworkpolicies", "stagedpolicy", "snp", "snps", "stagedpolicies",
                 "spol", "spols"),
-               ("NAME", "TIER"), ("NAME", "TIER", "ORDER", "SELECTOR"),
+               ("NAME", "TIER"), ("NAME", "TIER", "ORDER", "SELECTOR", "STAGEDACTION"),
                {
                    "NAMESPACE": _namespace,
                    "ORDER": _spec_order,
                    "SELECTOR": _spec("selector"),
                    "TIER": _spec("tier"),
+                   "STAGEDACTION": _spec("stagedAction", default="Set"),
                }),
         _table("StagedGlobalNetworkPolicy",
                ("stagedglobalnetworkpolicy", "stagedglobalnetworkpolicies", "sgnp", "sgnps"),
-               ("NAME", "TIER"), ("NAME", "TIER", "ORDER", "SELECTOR"),
-               {"ORDER": _spec_order, "SELECTOR": _spec("selector"), "TIER": _spec("tier")}),
-        _table("StagedKubernetesNetworkPolicy",
-               ("stagedkubernetesnetworkpolicy", "stagedkubernetesnetworkpolicies", "stagedkubernetespolicy",
-                "sknp", "stagedkubernetespolicies", "skpol", "skpols"),
-               ("NAME",), ("NAME", "PODSELECTOR"),
-               {"NAMESPACE": _namespace, "PODSELECTOR": _label_selector}),
-        _table("StagedNetworkPolicy", ("stagednetworkpolicy", "stagednetworkpolicies", "snp", "snps"),
                ("NAME", "TIER"), ("NAME", "TIER", "ORDER", "SELECTOR", "STAGEDACTION"),
-               {"NAMESPACE": _namespace, "ORDER": _spec_order, "SELECTOR": _spec("selector"),
-                "TIER": _spec("tier"), "STAGEDACTION": _spec("stagedAction", default="Set")}),
-        _table("StagedGlobalNetworkPolicy",
-               ("stagedglobalnetworkpolicy", "stagedglobalnetworkpolicies", "sgnp", "sgnps"),
-               ("NAME",), ("NAME", "ORDER", "SELECTOR", "STAGEDACTION"),
-               {"ORDER": _spec_order, "SELECTOR": _spec("selector"),
+               {"ORDER": _spec_order, "SELECTOR": _spec("selector"), "TIER": _spec("tier"),
                 "STAGEDACTION": _spec("stagedAction", default="Set")}),
         _table("StagedKubernetesNetworkPolicy",
-               ("stagedkubernetesnetworkpolicy", "stagedkubernetesnetworkpolicies", "sknp", "sknps"),
-               ("NAME",), ("NAME", "STAGEDACTION"),
-               {"NAMESPACE": _namespace, "STAGEDACTION": _spec("stagedAction", default="Set")}),
+               ("stagedkubernetesnetworkpolicy", "stagedkubernetesnetworkpolicies", "stagedkubernetespolicy",
+                "sknp", "sknps", "stagedkubernetespolicies", "skpol", "skpols"),
+               ("NAME",), ("NAME", "PODSELECTOR", "STAGEDACTION"),
+               {"NAMESPACE": _namespace, "PODSELECTOR": _label_selector,
+                "STAGEDACTION": _spec("stagedAction", default="Set")}),
         _table("Profile", ("profile", "profiles", "pro", "pros"),
                ("NAME",), ("NAME", "LABELS"),
                {"LABELS": _spec_join("labelsToApply")}),
@@ -343,6 +334,7 @@ TABLES: dict[str, KindTable] = {
 }
 
 _BY_ALIAS: dict[str, str] = {alias: t.kind for t in TABLES.values() for alias in t.aliases}
+assert len(_BY_ALIAS) == sum(len(t.aliases) for t in TABLES.values()), "an alias names two kinds"
 
 assert set(TABLES) == set(KINDS), "every registered kind needs a calicoctl table"
 
