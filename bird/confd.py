@@ -118,7 +118,12 @@ class Confd:
     # -- lifecycle --------------------------------------------------------------
 
     def start_syncer(self) -> None:
-        self._syncer = Syncer(self.backend, watch_options(self.node), self._on_updates, self._on_status)
+        # Through Typha's bgp syncer when FELIX_TYPHAADDR / FELIX_TYPHAK8SSERVICENAME is
+        # set (calico-node shares these with Felix), else the datastore directly.
+        from felix.typha import make_syncer
+
+        self._syncer = make_syncer(os.environ, self.node, self.backend, watch_options(self.node),
+                                   self._on_updates, self._on_status, syncer_type="bgp")
         self._syncer.start()
 
     def stop(self) -> None:

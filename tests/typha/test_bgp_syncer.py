@@ -53,7 +53,8 @@ def test_bgp_kinds_match_confd() -> None:
     assert set(BGP_KINDS) == set(WATCHED_KINDS) | {"BlockAffinity"}
 
 
-def test_confd_state_through_typha_matches_direct(etcd_backend, etcd_server) -> None:  # type: ignore[no-untyped-def]
+def test_confd_state_through_typha_matches_direct(etcd_backend, etcd_server, tmp_path,  # type: ignore[no-untyped-def]
+                                                   monkeypatch) -> None:
     from felix.typha import make_syncer
 
     b = etcd_backend
@@ -83,6 +84,20 @@ def test_confd_state_through_typha_matches_direct(etcd_backend, etcd_server) -> 
         wait_for(lambda: "172.31.7.200" in via.render() and "10.77.9.0/26" in via.render(), 10, what="updates")
         wait_for(lambda: direct.render() == via.render(), 10, what="same bird.cfg after changes")
         assert not any(isinstance(k, BlockAffinityKey) and k.host != NODE for k in via.keys)
+
+        # confd itself, configured as in calico-node (FELIX_TYPHAADDR), writes that bird.cfg via Typha.
+        from bird.confd import Confd
+
+        monkeypatch.setenv("FELIX_TYPHAADDR", typha.addr)
+        monkeypatch.setenv("FELIX_CONFIGFILE", "/nonexistent/felix.cfg")
+        path = str(tmp_path / "bird.cfg")
+        confd = Confd(b, NODE, path, None, debounce=0)
+        accepted = typha.metric("typha_connections_accepted")
+        assert confd.run(oneshot=True) == 0
+        assert type(confd._syncer).__name__ == "TyphaSyncer"
+        assert typha.metric("typha_connections_accepted") == accepted + 1
+        with open(path) as f:
+            assert f.read() == direct.render()
     finally:
         for s in syncers:
             s.stop()
