@@ -19,6 +19,7 @@ Layout of a onedir bundle::
     calico-confd    -> calico      (node agent: confd + BIRD control)
     calico-typha    -> calico
     _internal/      the interpreter, libraries and modules
+    manifests/      crds/ and rbac/ (the installer applies them to the API server)
     BUILD-ID        the source hash (the installer uses it to version installs)
 
 A onefile build (``--onefile``, only for the start-up comparison in
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import glob
 import hashlib
 import importlib.metadata
 import os
@@ -42,6 +44,7 @@ DIST = os.path.join(CACHE, "dist")
 SPEC = os.path.join(REPO, "packaging", "pycalico.spec")
 SOURCE_PACKAGES = ("cni", "ipam", "datastore", "calicoctl", "felix", "bird", "typha", "packaging/calico_install")
 PACKAGING_FILES = ("bundle_entry.py", "pycalico.spec", "build_bundle.py")
+MANIFESTS = ("crds", "rbac")  # packaging/manifests/<dir>/*.yaml -> <bundle>/manifests/<dir>/ (the installer applies them)
 LINKS = ("calico-ipam", "calicoctl", "install", "calico-felix", "calico-confd", "calico-typha")
 EXECUTABLE = "calico"
 
@@ -58,7 +61,17 @@ def source_files() -> list[str]:
         for root, dirs, names in os.walk(os.path.join(REPO, package)):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             files += [os.path.join(root, n) for n in sorted(names) if n.endswith(".py")]
+    for sub in MANIFESTS:
+        files += sorted(glob.glob(os.path.join(REPO, "packaging", "manifests", sub, "*.yaml")))
     return files
+
+
+def copy_manifests(staged: str) -> None:
+    for sub in MANIFESTS:
+        target = os.path.join(staged, "manifests", sub)
+        os.makedirs(target)
+        for path in sorted(glob.glob(os.path.join(REPO, "packaging", "manifests", sub, "*.yaml"))):
+            shutil.copy2(path, target)
 
 
 def build_hash(mode: str) -> str:
@@ -135,6 +148,7 @@ def build(mode: str = "onedir", force: bool = False, keep: int = 3) -> str:
                 staged = pyinstaller(mode, workdir)
                 for link in LINKS:
                     os.symlink(EXECUTABLE, os.path.join(staged, link))
+                copy_manifests(staged)
                 with open(os.path.join(staged, "BUILD-ID"), "w") as f:
                     f.write(digest + "\n")
                 verify(staged)

@@ -7,7 +7,8 @@ LOG_FILE_PATH, DATASTORE_TYPE, KUBERNETES_NODE_NAME, CNI_MTU, ETCD_ENDPOINTS,
 ETCD_DISCOVERY_SRV, KUBERNETES_SERVICE_HOST/PORT/PROTOCOL, SKIP_TLS_VERIFY)
 and Calico's usual names otherwise (ETCD_CA_CERT_FILE, ETCD_CERT_FILE,
 ETCD_KEY_FILE, KUBECONFIG). Ours only: CNI_BIN_DIR, CNI_PLUGINS_DIR,
-CNI_BANDWIDTH, CNI_CONF_VERSION, CNI_HOST_ROOT, PYCALICO_BUNDLE_DIR.
+CNI_BANDWIDTH, CNI_CONF_VERSION, CNI_HOST_ROOT, PYCALICO_BUNDLE_DIR,
+APPLY_CRDS, APPLY_RBAC, CALICO_MANIFESTS_DIR.
 
 Paths are as the node sees them (they end up inside the conflist). In a
 container with the node's filesystem mounted at, say, /host (upstream mounts
@@ -78,6 +79,9 @@ class InstallConfig:
     extra_config: dict[str, Any] = field(default_factory=dict)
     verify: bool = True
     resync_seconds: float = 10.0
+    apply_crds: bool = False  # load(): true by default with the kubernetes datastore
+    apply_rbac: bool = False
+    manifests_dir: str | None = None  # None: the bundle's / checkout's manifests
 
     def local(self, node_path: str) -> str:
         """Where a node path is, for this process (under ``host_root``)."""
@@ -133,6 +137,14 @@ def _parser() -> argparse.ArgumentParser:
     a("--sleep", action="store_true", default=None,
       help="stay running and reinstall when inputs change [SLEEP, false]")
     a("--no-verify", action="store_true", help="do not exec the installed calico once to check it runs")
+    a("--apply-crds", dest="apply_crds", action="store_true", default=None,
+      help="kubernetes datastore: create/update Calico's CRDs (crds/crds.yaml) and wait until they are "
+           "established [APPLY_CRDS, true with the kubernetes datastore]")
+    a("--no-apply-crds", dest="apply_crds", action="store_false", help="do not touch the CRDs")
+    a("--apply-rbac", action="store_true", default=None,
+      help="with --apply-crds: also apply the RBAC manifests (rbac/*.yaml) [APPLY_RBAC, false]")
+    a("--manifests-dir", help="directory with crds/crds.yaml and rbac/ [CALICO_MANIFESTS_DIR; default: "
+                              "the bundle's manifests/, or packaging/manifests in a checkout]")
     return p
 
 
@@ -199,6 +211,13 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             raise InstallError("--extra-config must be a JSON object")
         cfg.extra_config = extra
     cfg.verify = not args.no_verify
+    cfg.apply_crds = args.apply_crds if args.apply_crds is not None else parse_bool(
+        "APPLY_CRDS", env.get("APPLY_CRDS", "true" if cfg.datastore_type == KUBERNETES else "false"))
+    cfg.apply_rbac = args.apply_rbac if args.apply_rbac is not None else parse_bool(
+        "APPLY_RBAC", env.get("APPLY_RBAC", "false"))
+    if cfg.apply_crds and cfg.datastore_type != KUBERNETES:
+        raise InstallError("APPLY_CRDS / --apply-crds needs the kubernetes datastore (DATASTORE_TYPE=kubernetes)")
+    cfg.manifests_dir = pick(args.manifests_dir, "CALICO_MANIFESTS_DIR")
     return cfg
 
 

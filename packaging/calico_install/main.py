@@ -1,9 +1,9 @@
 """``install``: the installer's command line and its one pass over the node.
 
 Order (as upstream): check every target directory is writable before
-touching anything, credentials, executables, then the conflist last (a
-runtime picks the network up as soon as the conflist appears, so everything
-it refers to must already be in place). The written conflist is printed on
+touching anything, credentials, (kubernetes datastore) the CRDs, established,
+executables, then the conflist last (a runtime picks the network up as soon
+as the conflist appears, so everything it refers to must already be in place). The written conflist is printed on
 stdout; logs go to stderr. Exit status 1 with one clear line on any error.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Sequence
 
-from calico_install import binaries, conflist, credentials, files
+from calico_install import binaries, conflist, credentials, files, manifests
 from calico_install.config import InstallConfig, load
 from calico_install.errors import InstallError
 
@@ -60,11 +60,21 @@ def verify_plugin(cfg: InstallConfig) -> str:
     return proc.stdout.decode().strip()
 
 
-def install_once(cfg: InstallConfig) -> tuple[bytes, list[str]]:
-    """One idempotent pass; returns the conflist and the paths that changed."""
+def apply_manifests(cfg: InstallConfig, creds: credentials.Credentials) -> list[str]:
+    if not cfg.apply_crds:
+        return []
+    assert creds.kubeconfig  # the kubernetes datastore always has one (credentials.install)
+    return manifests.apply_all(cfg.local(creds.kubeconfig), cfg.manifests_dir or manifests.default_dir(),
+                               cfg.apply_rbac)
+
+
+def install_once(cfg: InstallConfig, with_manifests: bool = True) -> tuple[bytes, list[str]]:
+    """One idempotent pass; returns the conflist and the paths (and API objects) that changed."""
     check_dirs(cfg)
     creds = credentials.install(cfg)
     changed = list(creds.changed)
+    if with_manifests:
+        changed += apply_manifests(cfg, creds)
     changed += binaries.install(cfg)
     if cfg.verify and "calico" not in cfg.skip_binaries:
         log.info("CNI plugin version: %s", verify_plugin(cfg))
@@ -104,7 +114,7 @@ def _resync_forever(cfg: InstallConfig) -> None:
     while True:
         time.sleep(cfg.resync_seconds)
         try:
-            _, changed = install_once(cfg)
+            _, changed = install_once(cfg, with_manifests=False)  # CRDs: once, at start
             if changed:
                 log.info("updated: %s", ", ".join(changed))
         except InstallError as exc:

@@ -192,7 +192,7 @@ def test_kubernetes_datastore_with_given_kubeconfig(node: Node, tmp_path) -> Non
     kubeconfig = tmp_path / "admin.conf"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     kubeconfig.chmod(0o644)
-    node.install(env={"ETCD_ENDPOINTS": "", "KUBECONFIG": str(kubeconfig)})
+    node.install(env={"ETCD_ENDPOINTS": "", "APPLY_CRDS": "false", "KUBECONFIG": str(kubeconfig)})
     calico = node.calico_conf()
     installed = os.path.join(node.conf_dir, "calico-kubeconfig")
     assert calico["datastore_type"] == "kubernetes" and "etcd_endpoints" not in calico
@@ -208,7 +208,7 @@ def test_kubernetes_datastore_in_a_pod_writes_service_account_kubeconfig(node: N
     (sa / "token").write_text("tok-123\n")
     (sa / "ca.crt").write_bytes(b"CA PEM")
     node.install("--serviceaccount-dir", str(sa),
-                 env={"ETCD_ENDPOINTS": "", "KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"})
+                 env={"ETCD_ENDPOINTS": "", "APPLY_CRDS": "false", "KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"})
     path = os.path.join(node.conf_dir, "calico-kubeconfig")
     assert mode(path) == 0o600
     kc = yaml.safe_load(open(path))
@@ -218,7 +218,7 @@ def test_kubernetes_datastore_in_a_pod_writes_service_account_kubeconfig(node: N
     assert kc["current-context"] == "calico-context"
     # IPv6 service address, TLS verification off.
     node.install("--serviceaccount-dir", str(sa),
-                 env={"ETCD_ENDPOINTS": "", "KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443",
+                 env={"ETCD_ENDPOINTS": "", "APPLY_CRDS": "false", "KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443",
                       "SKIP_TLS_VERIFY": "true"})
     kc = yaml.safe_load(open(path))
     assert kc["clusters"][0]["cluster"]["server"] == "https://[fd00::1]:443"
