@@ -1,4 +1,4 @@
-"""``calicoctl ipam show | check | release | configure``.
+"""``calicoctl ipam show | check | release | configure`` (``split``: :mod:`calicoctl.ipamsplit`).
 
 ``check`` runs the consistency checker of :mod:`ipam.checker` and prints
 upstream's report, then exits 1 when it found problems; ``-o FILE`` writes
@@ -33,12 +33,19 @@ def run(args: argparse.Namespace, out: Out) -> None:
             "check": _check,
             "release": _release,
             "configure": _configure,
+            "split": _split,
         }[args.ipam_command]
         handler(args, session, out)
     except DatastoreError as e:
         raise CommandError(f"error: {e}") from None
     finally:
         session.close()
+
+
+def _split(args: argparse.Namespace, session: Session, out: Out) -> None:
+    from calicoctl import ipamsplit
+
+    ipamsplit.run(args, session, out)
 
 
 def _parse_ip(text: str) -> str:

@@ -227,6 +227,16 @@ def build_parser() -> Parser:
     q.add_argument("--max-blocks-per-host", metavar="N", type=int,
                    help="Maximum number of blocks one node may claim (0: no limit beyond the default).")
     _add_config(q)
+    q = ipam_sub.add_parser("split", help="Split an IP pool into smaller pools.", formatter_class=_FMT,
+                            description="Split the IP pool given by --cidr or --name into NUMBER (a power of 2) "
+                                        "IP pools of equal size, named split-<pool>-<i>.  The datastore must be "
+                                        "locked first (calicoctl datastore migrate lock) and unlocked after.",
+                            epilog=f"Examples:\n  {PROG} datastore migrate lock\n"
+                                   f"  {PROG} ipam split --cidr=172.0.0.0/8 2\n  {PROG} datastore migrate unlock\n")
+    q.add_argument("number", metavar="NUMBER", help="How many pools to split the pool into (a power of 2).")
+    q.add_argument("--cidr", metavar="CIDR", help="CIDR of the IP pool to split.")
+    q.add_argument("--name", metavar="POOL_NAME", help="Name of the IP pool to split.")
+    _add_config(q)
 
     # -- node ------------------------------------------------------------
     p = sub.add_parser("node", help="Calico node management.", description="Calico node management.")
