@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Iterable, Optional, Union
 
 from datastore.keys import ResourceKey
@@ -41,6 +41,7 @@ STAGED_PREFIX = "staged:"
 PROTOCOL_NAMES = {v: k for k, v in PROTOCOL_NUMBERS.items()}
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
 # -- flows -------------------------------------------------------------------------------------
@@ -56,9 +57,17 @@ class Flow:
     icmp_type: Optional[int] = None
     icmp_code: Optional[int] = None
 
+    @cached_property
+    def src_addr(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.src_ip)
+
+    @cached_property
+    def dst_addr(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.dst_ip)
+
     @property
     def version(self) -> int:
-        return ipaddress.ip_address(self.src_ip).version
+        return self.src_addr.version
 
     @property
     def protocol_name(self) -> str:
@@ -133,18 +142,17 @@ class NodeView:
 
     # -- queries -------------------------------------------------------------------------
 
-    def in_set(self, set_id: str, ip: str) -> bool:
+    def in_set(self, set_id: str, addr: Address) -> bool:
         nets = self._nets.get(set_id)
         if nets is None:
-            nets = [ipaddress.ip_network(m, strict=False) for m in self.members.get(set_id, ())]
+            nets = [_network(m) for m in self.members.get(set_id, ())]
             self._nets[set_id] = nets
-        addr = ipaddress.ip_address(ip)
         return any(addr.version == n.version and addr in n for n in nets)
 
-    def in_port_set(self, set_id: str, ip: str, port: Optional[int]) -> bool:
+    def in_port_set(self, set_id: str, addr: Address, port: Optional[int]) -> bool:
         if port is None:
             return False
-        return f"{ipaddress.ip_address(ip)},{port}" in self.members.get(set_id, ())
+        return f"{addr},{port}" in self.members.get(set_id, ())
 
 
 def node_view(updates: Iterable[Update], hostname: str) -> NodeView:
@@ -158,10 +166,14 @@ def node_view(updates: Iterable[Update], hostname: str) -> NodeView:
 # -- rule matching (the nft rule's semantics) ------------------------------------------------------
 
 
-def _in_nets(ip: str, nets: tuple[str, ...]) -> bool:
-    addr = ipaddress.ip_address(ip)
+@lru_cache(maxsize=65536)
+def _network(text: str) -> Network:
+    return ipaddress.ip_network(text, strict=False)
+
+
+def _in_nets(addr: Address, nets: tuple[str, ...]) -> bool:
     for n in nets:
-        net = ipaddress.ip_network(n, strict=False)
+        net = _network(n)
         if net.version == addr.version and addr in net:
             return True
     return False
@@ -189,8 +201,8 @@ def rule_matches(rule: ParsedRule, flow: Flow, view: NodeView) -> bool:
                 rule.not_icmp_code is None or flow.icmp_code == rule.not_icmp_code):
             return False
     for ip, sets, not_sets, nets, not_nets in (
-        (flow.src_ip, rule.src_sets, rule.src_not_sets, rule.src_nets, rule.src_not_nets),
-        (flow.dst_ip, rule.dst_sets, rule.dst_not_sets, rule.dst_nets, rule.dst_not_nets),
+        (flow.src_addr, rule.src_sets, rule.src_not_sets, rule.src_nets, rule.src_not_nets),
+        (flow.dst_addr, rule.dst_sets, rule.dst_not_sets, rule.dst_nets, rule.dst_not_nets),
     ):
         if any(not view.in_set(s, ip) for s in sets):
             return False
@@ -202,9 +214,9 @@ def rule_matches(rule: ParsedRule, flow: Flow, view: NodeView) -> bool:
             return False
     has_ports = flow.protocol in PORT_PROTOCOLS
     for ip, port, ports, not_ports, named, not_named in (
-        (flow.src_ip, flow.src_port, rule.src_ports, rule.src_not_ports,
+        (flow.src_addr, flow.src_port, rule.src_ports, rule.src_not_ports,
          rule.src_named_sets, rule.src_not_named_sets),
-        (flow.dst_ip, flow.dst_port, rule.dst_ports, rule.dst_not_ports,
+        (flow.dst_addr, flow.dst_port, rule.dst_ports, rule.dst_not_ports,
          rule.dst_named_sets, rule.dst_not_named_sets),
     ):
         if (ports or named or not_ports or not_named) and not has_ports:
@@ -506,6 +518,10 @@ class Cluster:
             updates = [Update(k, v, "0") for k, v in resources.items()]
             self._views[key] = node_view(updates, node)
         return self._views[key]
+
+    def side(self, ep: Optional[EndpointInfo], direction: str, flow: Flow, staged: bool = False) -> Optional[SideResult]:
+        """One side of a flow (builds only that endpoint's node view)."""
+        return self._side(ep, direction, flow, staged)
 
     def _side(self, ep: Optional[EndpointInfo], direction: str, flow: Flow, staged: bool) -> Optional[SideResult]:
         if ep is None:

@@ -303,12 +303,13 @@ class FlowCollector:
     def _staged_side(self, cluster: Cluster, agg: _Agg) -> Optional[SideResult]:
         flow = Flow(agg.src_ip, agg.dst_ip, agg.proto, agg.dport, agg.sport, agg.icmp_type,
                     0 if agg.icmp_type is not None else None)
-        try:
-            exp = cluster.explain(flow)
+        egress = agg.ref.direction == "Egress"
+        ep = cluster.endpoint_by_ip(agg.src_ip if egress else agg.dst_ip)
+        try:  # only the reporting (local) endpoint's side: one calc-graph view, this node's
+            return cluster.side(ep, agg.ref.direction, flow, staged=True)
         except Exception:  # noqa: BLE001 - a record without its staged verdict beats none
             log.exception("flow logs: staged evaluation failed for %s", flow)
             return None
-        return exp.staged_egress if agg.ref.direction == "Egress" else exp.staged_ingress
 
     # -- queries (flow viewer) ---------------------------------------------------------------
 
