@@ -264,12 +264,16 @@ class HostAddress:
         subprocess.run(["ip", "link", "del", self.link], check=False, capture_output=True)
 
 
-def kdd_typha(kube: Any, host: str = "127.0.0.1", **env: str) -> TyphaProcess:
-    """A calico-typha on the Kubernetes datastore of ``kube``, listening on ``host``."""
-    base = {"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": kube.kubeconfig, "ETCD_ENDPOINTS": ""}
-    base.update(env)
-    typha = TyphaProcess("", **base)
+def listen_on(typha: TyphaProcess, host: str) -> TyphaProcess:
+    """Make ``typha`` (not started yet) serve on ``host`` instead of 127.0.0.1."""
     typha.port = free_port(host)
     typha.addr = f"{host}:{typha.port}"
     typha.env.update({"TYPHA_SERVERHOST": host, "TYPHA_SERVERPORT": str(typha.port)})
     return typha
+
+
+def kdd_typha(kube: Any, host: str = "127.0.0.1", **env: str) -> TyphaProcess:
+    """A calico-typha on the Kubernetes datastore of ``kube``, listening on ``host``."""
+    base = {"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": kube.kubeconfig, "ETCD_ENDPOINTS": ""}
+    base.update(env)
+    return listen_on(TyphaProcess("", **base), host)
