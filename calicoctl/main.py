@@ -246,6 +246,13 @@ def build_parser() -> Parser:
                         description="Show whether the Calico node is running and the state of its BGP "
                                     "sessions (queried from BIRD's control socket "
                                     "/var/run/calico/bird.ctl, then /var/run/bird/bird.ctl).")
+    q = node_sub.add_parser("diags", help="Gather diagnostics from this Calico node into a tarball.",
+                            description="Gather this node's diagnostics (routes, links, nftables/iptables, "
+                                        "sockets, BIRD state, Calico logs) into diags-<time>.tar.gz in a new "
+                                        "directory under $TMPDIR (default /tmp).  Must run as root, on the node.")
+    q.add_argument("--log-dir", default="/var/log/calico", metavar="LOG_DIR",
+                   help="The directory containing Calico logs [default: /var/log/calico].")
+    q.add_argument("--allow-version-mismatch", action="store_true", help="Allow client and cluster versions mismatch.")
 
     # -- datastore -------------------------------------------------------
     p = sub.add_parser("datastore", help="Calico datastore management.", description="Calico datastore management.")

@@ -147,6 +147,11 @@ def status_text(argvs: list[list[str]]) -> str:
 
 
 def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
+    if getattr(args, "node_command", "status") == "diags":
+        from calicoctl import nodediags
+
+        nodediags.run(args, out)
+        return
     if os.geteuid() != 0:
         raise CommandError("This command must be run as root.")
     argvs = list(process_argvs())

@@ -51,7 +51,7 @@ t calicoctl get -o ya
 t calicoctl delete pool p1 --skip-n
 """
     lines = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert lines == ["get", "ippool ippools", "check configure release show --help -h", "yaml", "--skip-not-exists"]
+    assert lines == ["get", "ippool ippools", "check configure release show split --help -h", "yaml", "--skip-not-exists"]
 
 
 @pytest.mark.etcd
