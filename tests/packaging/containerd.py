@@ -80,8 +80,12 @@ def _cni_mounts_script(base: str, cni_bin_dir: str, cni_conf_dir: str) -> str:
 
 
 class PrivateContainerd:
-    def __init__(self, cni_bin_dir: str, cni_conf_dir: str, base: str | None = None) -> None:
+    def __init__(self, cni_bin_dir: str, cni_conf_dir: str, base: str | None = None,
+                 netns: str | None = None) -> None:
         self.base = base or tempfile.mkdtemp(prefix="pycalico-ctrd-")
+        # Run containerd (so its host-network containers) and ``ctr run --cni``
+        # (so the CNI plugins) inside this named netns: the "node".
+        self.netns_prefix = ["ip", "netns", "exec", netns] if netns else []
         self.cni_bin_dir = cni_bin_dir
         self.cni_conf_dir = cni_conf_dir
         self.address = f"{self.base}/containerd.sock"
@@ -98,8 +102,8 @@ class PrivateContainerd:
         with open(self.config_path, "w") as f:
             f.write(_config(self.base, self.cni_bin_dir, self.cni_conf_dir))
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([CONTAINERD, "--config", self.config_path], stdout=log, stderr=log,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen([*self.netns_prefix, CONTAINERD, "--config", self.config_path],
+                                     stdout=log, stderr=log, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -131,7 +135,7 @@ class PrivateContainerd:
     def _in_cni_namespace(self, cmd: list[str]) -> list[str]:
         script = _cni_mounts_script(self.base, self.cni_bin_dir, self.cni_conf_dir)
         script += "\nexec " + " ".join(shlex.quote(c) for c in cmd)
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        return [*self.netns_prefix, "unshare", "--mount", "--propagation", "private", "sh", "-c", script]
 
     def import_image(self, archive: str) -> None:
         self.ctr("images", "import", archive)
