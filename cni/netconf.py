@@ -28,6 +28,11 @@ def _get(conf: dict[str, Any], key: str, kind: type | tuple[type, ...], path: st
         raise _invalid(path, f"expected {_type_name(kind)}, got a boolean")
     if not isinstance(value, kind):
         raise _invalid(path, f"expected {_type_name(kind)}, got {type(value).__name__}")
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate from a JSON "\udcXX" escape
+            raise _invalid(path, "not valid UTF-8") from None
     return value
 
 
@@ -42,6 +47,7 @@ def _string_list(conf: dict[str, Any], key: str, path: str) -> list[str]:
     for i, item in enumerate(items):
         if not isinstance(item, str):
             raise _invalid(f"{path}[{i}]", "expected a string")
+        _get({key: item}, key, str, f"{path}[{i}]")  # the same UTF-8 check
     return list(items)
 
 

@@ -67,8 +67,19 @@ def parse_cni_args(raw: str) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CNIError(INVALID_ENVIRONMENT, f"invalid CNI_ARGS pair {pair!r}", "expected KEY=VALUE")
+        if not pair.isascii() and not _is_utf8(pair):
+            raise CNIError(INVALID_ENVIRONMENT, f"CNI_ARGS pair {pair!r} is not valid UTF-8")
         out[key] = value
     return out
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a str holding lone surrogates: os.environ's stand-ins for undecodable bytes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_args(environ: Mapping[str, str], stdin: bytes) -> CmdArgs:
@@ -123,7 +134,7 @@ def _valid_container_id(cid: str) -> bool:
 def _valid_ifname(name: str) -> bool:
     return 0 < len(name) <= 15 and name not in (".", "..") and not any(
         c in "/: \t\n" for c in name
-    )
+    ) and _is_utf8(name)
 
 
 def decode_conf(stdin: bytes) -> dict[str, Any]:

@@ -27,6 +27,14 @@ def _segment_cidr(segment: str) -> str:
     return f"{address}/{prefix}"
 
 
+def _valid_cidr(cidr: str) -> bool:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _ip_version(cidr: str) -> int:
     return ipaddress.ip_network(cidr, strict=False).version
 
@@ -189,17 +197,20 @@ def key_from_path(path: str) -> Key | None:
         info = _PLURALS.get(parts[0])
         if info is None:
             return None
-        if info.namespaced and len(parts) == 3:
+        if info.namespaced and len(parts) == 3 and parts[1] and parts[2]:
             return ResourceKey(info.name, parts[2], parts[1])
-        if not info.namespaced and len(parts) == 2:
+        if not info.namespaced and len(parts) == 2 and parts[1]:
             return ResourceKey(info.name, parts[1])
         return None
     if path.startswith(IPAM_ROOT):
         parts = path[len(IPAM_ROOT):].split("/")
+        # A block path whose CIDR does not parse is not ours (a peer may send anything).
         if parts[0] == "assignment" and len(parts) == 4 and parts[2] == "block":
-            return BlockKey(_segment_cidr(parts[3]))
+            cidr = _segment_cidr(parts[3])
+            return BlockKey(cidr) if _valid_cidr(cidr) else None
         if parts[0] == "host" and len(parts) == 5 and parts[3] == "block":
-            return BlockAffinityKey(parts[1], _segment_cidr(parts[4]))
+            cidr = _segment_cidr(parts[4])
+            return BlockAffinityKey(parts[1], cidr) if _valid_cidr(cidr) else None
         if parts[0] == "handle" and len(parts) == 2:
             return HandleKey(parts[1])
         if parts == ["config"]:

@@ -724,6 +724,11 @@ def parse_selector(text: str) -> Selector:
     """Parse ``text``; raises :class:`SelectorError`. Results are cached and shared."""
     if not isinstance(text, str):
         raise TypeError(f"selector must be a str, not {type(text).__name__}")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate (JSON may carry one as a \udc9b escape)
+            raise SelectorError("not valid UTF-8 (lone surrogate)", exc.start, text) from None
     tokens = _Tokenizer(text).run()
     return Selector(_Parser(text, tokens).parse())
 

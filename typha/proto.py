@@ -44,7 +44,25 @@ def decode_body(body: bytes) -> dict[str, Any]:
         raise ProtocolError(f"undecodable frame: {exc}") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError("frame is not an object with a type")
+    _check_fields(msg)
     return msg
+
+
+_STATUSES = ("wait-for-ready", "resync", "in-sync")  # datastore.syncer.SyncStatus values
+
+
+def _check_fields(msg: dict[str, Any]) -> None:
+    """The fields a receiver indexes must be there with the right types."""
+    kind = msg["type"]
+    if kind == "kvs":
+        kvs = msg.get("kvs")
+        if not isinstance(kvs, list) or not all(
+            isinstance(kv, dict) and isinstance(kv.get("k"), str) and isinstance(kv.get("r"), str) and "v" in kv
+            for kv in kvs
+        ):
+            raise ProtocolError("kvs frame needs a list of {k: str, v, r: str}")
+    elif kind == "status" and msg.get("status") not in _STATUSES:
+        raise ProtocolError(f"unknown sync status {msg.get('status')!r}")
 
 
 def check_length(length: int, max_frame: int) -> None:

@@ -375,7 +375,8 @@ class Tier(Resource):
     KIND: ClassVar[str] = "Tier"
     NAMESPACED: ClassVar[bool] = False
 
-    spec: TierSpec = Field(default_factory=TierSpec)
+    # validate_default: a Tier without a spec gets its defaultAction like one with ``spec: {}``.
+    spec: TierSpec = Field(default_factory=TierSpec, validate_default=True)
 
     @field_validator("spec")
     @classmethod
