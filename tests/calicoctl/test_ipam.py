@@ -151,8 +151,7 @@ def test_ipam_show_check_release(calicoctl_etcd: Calicoctl, cni_path: str, tmp_p
     assert not [kv for kv in backend.list(ListOptions(kind="IPAMHandle")).items]
 
 
-def test_ipam_configure(calicoctl_etcd: Calicoctl) -> None:
-    calicoctl = calicoctl_etcd
+def test_ipam_configure(calicoctl: Calicoctl) -> None:
     assert calicoctl.ok("ipam", "configure", "--strictaffinity=true").stdout == \
         "Successfully set StrictAffinity to: true\n"
     assert calicoctl.ok("ipam", "configure", "--max-blocks-per-host", "5").stdout == \
