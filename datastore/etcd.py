@@ -1,4 +1,4 @@
-"""etcd v3 backend over etcd's HTTP/JSON gateway (client: etcd3gw).
+"""etcd v3 backend over etcd's HTTP/JSON gateway (:mod:`datastore.etcd_transport`).
 
 Keys follow upstream Calico's layout (:mod:`datastore.keys`), so
 ``etcdctl get --prefix /calico/`` shows what we stored. Values are JSON.
@@ -8,23 +8,26 @@ guarded deletes are single etcd transactions.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
+import ssl
 import threading
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterator
-from urllib.parse import urlsplit
 
 from datastore.backend import EventType, KVPair, ListResult, WatchEvent
 from datastore.errors import AlreadyExists, Compacted, Conflict, NotFound, Unavailable
+from datastore.etcd_transport import GatewayEndpoint, GatewayError, split_endpoint, tls_context
 from datastore.keys import Key, ListOptions, ResourceKey, key_from_path
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0  # seconds per request
 ATTEMPTS_PER_ENDPOINT = 2
+APPLY_ATTEMPTS = 5
 
 
 def _b64(text: str) -> str:
@@ -70,57 +73,41 @@ class EtcdBackend:
         key_file: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        import etcd3gw  # lazy: ~150 ms of imports (requests)
-
         if isinstance(endpoints, str):
             endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
         if not endpoints:
             raise ValueError("no etcd endpoints configured")
         self._endpoints = endpoints
         self._timeout = timeout
-        self._clients = []
-        for endpoint in endpoints:
-            url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-            if url.scheme == "https" and not ca_cert_file:
-                log.debug("https endpoint %s without a CA file: using system CAs", endpoint)
-            self._clients.append(
-                etcd3gw.Etcd3Client(
-                    host=url.hostname or "127.0.0.1",
-                    port=url.port or 2379,
-                    protocol=url.scheme or "http",
-                    ca_cert=ca_cert_file,
-                    cert_cert=cert_file,
-                    cert_key=key_file,
-                    timeout=timeout,
-                    api_path="/v3/",
-                )
-            )
-        self._tls: dict[str, str | None] = {"ca": ca_cert_file, "cert": cert_file, "key": key_file}
+        context = None
+        if any(split_endpoint(e)[0] == "https" for e in endpoints):
+            if not ca_cert_file:
+                log.debug("https endpoints without a CA file: using system CAs")
+            try:
+                context = tls_context(ca_cert_file, cert_file, key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load the etcd TLS files (ca {ca_cert_file}, cert {cert_file}, "
+                                 f"key {key_file}): {exc}") from None
+        self._clients = [GatewayEndpoint(e, timeout=timeout, context=context) for e in endpoints]
         self._current = 0
         self._lock = threading.Lock()
 
     # -- transport -------------------------------------------------------
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to the gateway, failing over between endpoints."""
-        from etcd3gw import exceptions as gw_errors
-        import requests
-
+        """POST to the gateway (``path`` under /v3), failing over between endpoints."""
         last: BaseException | None = None
         for _ in range(ATTEMPTS_PER_ENDPOINT * len(self._clients)):
             with self._lock:
                 client = self._clients[self._current]
             try:
-                return client.post(client.get_url(path), json=body)
-            except (gw_errors.ConnectionFailedError, gw_errors.ConnectionTimeoutError) as exc:
+                return client.post(path, body)
+            except (OSError, http.client.HTTPException) as exc:
                 last = exc
-            except gw_errors.Etcd3Exception as exc:
+            except GatewayError as exc:
                 # The gateway answered with an error (e.g. etcd has no leader yet).
-                last = exc
-                detail = getattr(exc, "detail_text", "") or ""
-                if "compacted" in detail:
-                    raise
-            except requests.RequestException as exc:
+                if "compacted" in exc.message:
+                    raise Compacted(int(body.get("revision") or 0), 0) from None
                 last = exc
             with self._lock:
                 self._current = (self._current + 1) % len(self._clients)
@@ -201,20 +188,74 @@ class EtcdBackend:
         return KVPair(key, _decode_value(key, _encode_value(key, value), rev), rev)
 
     def apply(self, key: Key, value: dict[str, Any]) -> KVPair:
-        if isinstance(key, ResourceKey):
-            try:
-                current = self.get(key)
-                meta = current.value.get("metadata", {})
-                value = dict(value)
-                value["metadata"] = {
-                    **{k: meta[k] for k in ("uid", "creationTimestamp") if k in meta},
-                    **(value.get("metadata") or {}),
+        """Create or replace. A resource keeps the uid and creationTimestamp
+        it was created with: one transaction when the key is new (put if
+        absent, else read it), a compare-and-swap when it exists."""
+        if not isinstance(key, ResourceKey):
+            reply = self._post("/kv/put", {"key": _b64(key.path), "value": _encode_value(key, value)})
+            rev = str(reply["header"]["revision"])
+            return KVPair(key, _decode_value(key, _encode_value(key, value), rev), rev)
+        path = _b64(key.path)
+        for _ in range(APPLY_ATTEMPTS):
+            created = _with_creation_metadata(value)
+            encoded = _encode_value(key, created)
+            reply = self._txn(
+                {
+                    "compare": [{"key": path, "target": "VERSION", "result": "EQUAL", "version": "0"}],
+                    "success": [{"request_put": {"key": path, "value": encoded}}],
+                    "failure": [{"request_range": {"key": path}}],
                 }
-            except NotFound:
-                value = _with_creation_metadata(value)
-        reply = self._post("/kv/put", {"key": _b64(key.path), "value": _encode_value(key, value)})
-        rev = str(reply["header"]["revision"])
-        return KVPair(key, _decode_value(key, _encode_value(key, value), rev), rev)
+            )
+            if reply.get("succeeded"):
+                rev = str(reply["header"]["revision"])
+                return KVPair(key, _decode_value(key, encoded, rev), rev)
+            kvs = (reply.get("responses") or [{}])[0].get("response_range", {}).get("kvs") or []
+            if not kvs:
+                continue  # deleted in between: create again
+            current = kvs[0]
+            rev = str(current["mod_revision"])
+            meta = _decode_value(key, current.get("value", ""), rev).get("metadata", {})
+            replaced = dict(value)
+            replaced["metadata"] = {
+                **{k: meta[k] for k in ("uid", "creationTimestamp") if k in meta},
+                **(value.get("metadata") or {}),
+            }
+            try:
+                return self.update(key, replaced, rev)
+            except (Conflict, NotFound):
+                continue
+        raise Conflict(key, None, None)
+
+    def read_many(self, items: list[Key | ListOptions]) -> list[KVPair | ListResult | None]:
+        """Several gets (a key: its KVPair, or None when absent) and lists (a
+        ListOptions: its ListResult) in one transaction: one round trip, one
+        consistent revision."""
+        ops = []
+        for item in items:
+            if isinstance(item, ListOptions):
+                ops.append({"request_range": {"key": _b64(item.prefix), "range_end": _range_end(item.prefix)}})
+            else:
+                ops.append({"request_range": {"key": _b64(item.path)}})
+        reply = self._txn({"compare": [], "success": ops, "failure": []})
+        revision = str(reply["header"]["revision"])
+        out: list[KVPair | ListResult | None] = []
+        for item, response in zip(items, reply.get("responses") or [{}] * len(items)):
+            kvs = (response.get("response_range") or {}).get("kvs") or []
+            if isinstance(item, ListOptions):
+                found: list[KVPair] = []
+                for kv in kvs:
+                    key = key_from_path(_unb64(kv["key"]))
+                    if key is None or not _matches(item, key):
+                        continue
+                    rev = str(kv["mod_revision"])
+                    found.append(KVPair(key, _decode_value(key, kv.get("value", ""), rev), rev))
+                out.append(ListResult(found, revision))
+            elif kvs:
+                rev = str(kvs[0]["mod_revision"])
+                out.append(KVPair(item, _decode_value(item, kvs[0].get("value", ""), rev), rev))
+            else:
+                out.append(None)
+        return out
 
     def delete(self, key: Key, revision: str | None = None) -> None:
         path = _b64(key.path)
@@ -255,7 +296,7 @@ class EtcdBackend:
 
     def close(self) -> None:
         for client in self._clients:
-            client.session.close()
+            client.close()
 
     # used by EtcdWatch
     def _open_stream(self, body: dict[str, Any]) -> "_Stream":
@@ -264,7 +305,7 @@ class EtcdBackend:
             with self._lock:
                 index = self._current
             try:
-                return _Stream(self._endpoints[index], self._tls, body, self._timeout)
+                return _Stream(self._clients[index], body)
             except (OSError, Unavailable) as exc:
                 last = exc
             with self._lock:
@@ -278,23 +319,8 @@ class _Stream:
 
     IDLE_TIMEOUT = 60.0  # no bytes for this long: reconnect (progress_notify keeps it alive)
 
-    def __init__(self, endpoint: str, tls: dict[str, str | None], body: dict[str, Any],
-                 timeout: float) -> None:
-        import http.client
-
-        url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-        host, port = url.hostname or "127.0.0.1", url.port or 2379
-        if url.scheme == "https":
-            import ssl
-
-            context = ssl.create_default_context(cafile=tls.get("ca"))
-            if tls.get("cert"):
-                context.load_cert_chain(tls["cert"], tls.get("key"))  # type: ignore[arg-type]
-            self._conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=timeout, context=context
-            )
-        else:
-            self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    def __init__(self, endpoint: GatewayEndpoint, body: dict[str, Any]) -> None:
+        self._conn = endpoint.connect()
         self._conn.request(
             "POST", "/v3/watch", body=json.dumps(body), headers={"Content-Type": "application/json"}
         )
@@ -325,7 +351,7 @@ class _Stream:
 
 
 def _short(exc: BaseException | None) -> BaseException | None:
-    """Trim requests' very long connection errors to their root cause; never
+    """Trim long connection errors to their root cause; never
     return an exception whose text is empty."""
     if exc is None:
         return None
