@@ -8,7 +8,6 @@ snapshot, and when that Typha is killed it moves to the other and resyncs.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 
 from datastore.keys import ListOptions, ResourceKey
 from datastore.syncer import SyncStatus, Update
-from tests.typha.support import HostAddress, TyphaService, kdd_typha, wait_for
+from tests.typha.support import TyphaService, kdd_typha, wait_for
 from typha.discovery import AddressTracker, NoTyphaError, ServiceDiscoverer
 
 pytestmark = [pytest.mark.etcd, pytest.mark.netns]
@@ -43,15 +42,6 @@ class Sink:
 
     def on_status(self, status: SyncStatus) -> None:
         self.status = status
-
-
-@pytest.fixture
-def host_ip():  # type: ignore[no-untyped-def]
-    if os.geteuid() != 0:
-        pytest.skip("needs root (a veth pair for a non-loopback Typha address)")
-    addr = HostAddress()
-    yield addr.ip
-    addr.cleanup()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pytest
 
 from tests.felix.harness import Cluster
 from tests.typha.support import TyphaProcess, TyphaService, listen_on, wait_for
-from tests.typha.test_discovery import host_ip  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.etcd, pytest.mark.netns]
 
@@ -62,7 +61,7 @@ def test_felix_gets_its_data_through_typha(typha_cluster) -> None:  # type: igno
     assert not result.wrong, result.describe("after Typha restart")
 
 
-def test_felix_finds_typha_through_the_service(etcd_server, cni_path, kube_apiserver, host_ip) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_felix_finds_typha_through_the_service(etcd_server, cni_path, kube_apiserver, host_ip) -> None:  # type: ignore[no-untyped-def]
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, nftables)")
     import uuid

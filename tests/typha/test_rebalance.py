@@ -17,7 +17,6 @@ import pytest
 
 from datastore.kubernetes.endpoints import count_nodes
 from tests.typha.support import Collector, TyphaService, kdd_typha, wait_for
-from tests.typha.test_discovery import host_ip  # noqa: F401 - fixture
 from typha.config import rebalance_target
 from typha.discovery import AddressTracker, ServiceDiscoverer
 
@@ -37,7 +36,7 @@ def nodes(kube_apiserver):  # type: ignore[no-untyped-def]
         kube_apiserver.request("DELETE", f"/api/v1/nodes/{name}")
 
 
-def test_a_new_typha_takes_over_its_share(kube_apiserver, kube_backend, nodes, host_ip) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_a_new_typha_takes_over_its_share(kube_apiserver, kube_backend, nodes, host_ip) -> None:  # type: ignore[no-untyped-def]
     svc = TyphaService(kube_apiserver, f"typha-rb-{uuid.uuid4().hex[:6]}").create()
     env = {"TYPHA_CONNECTIONREBALANCINGMODE": "kubernetes", "TYPHA_K8SSERVICENAME": svc.name,
            "TYPHA_K8SNAMESPACE": svc.namespace, "TYPHA_K8SSERVICEPOLLINTERVALSECS": "0.5",
