@@ -622,6 +622,21 @@ class Cluster:
 
         wait_for(healthy, timeout, 0.1, "etcd in the fabric netns")
 
+    def kill_etcd(self) -> None:
+        """kill -9 the fabric's etcd (its data dir stays; see :meth:`restart_etcd`)."""
+        if self._etcd is not None and self._etcd.alive():
+            self._etcd.proc.kill()
+            self._etcd.proc.wait(10)
+
+    def restart_etcd(self, timeout: float = 20) -> None:
+        """Start etcd again on the same data dir and address; the test process keeps
+        its forwarder (and so :attr:`local_endpoint` and :attr:`backend`)."""
+        forwarder, endpoint = self._forwarder, self.local_endpoint
+        self._start_etcd(timeout)
+        if forwarder is not None and self._forwarder is not None:
+            self._forwarder.close()
+            self._forwarder, self.local_endpoint = forwarder, endpoint
+
     @property
     def backend(self) -> Any:
         if self._backend is None:
