@@ -36,3 +36,11 @@ def connect(config: Any) -> Any:
     from datastore.config import connect as new_connection
 
     return new_connection(config)
+
+
+def host_service(socket_path: str) -> Any:
+    """Start the node's CNI service inside the calling process (Felix calls
+    this when ``CNIServiceEnabled``); returns it, to ``stop()`` on shutdown."""
+    from cni.service import start_background
+
+    return start_background(socket_path)

@@ -3,6 +3,9 @@
 
     python -m cni.service [--socket /var/run/calico/cni.sock] [--log-level info]
 
+or hosted by the node agent: Felix with ``FELIX_CNISERVICEENABLED=true``
+serves it from threads of its own process (:func:`start_background`).
+
 One implementation, two hosts: requests run the very handlers of
 :mod:`cni.plugin` and :mod:`ipam.plugin`, here with imports already paid, one
 warm datastore client per datastore configuration, calico-ipam called
@@ -14,7 +17,6 @@ request runs in its own thread. The socket is root-only (0600).
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import json
 import logging
@@ -29,7 +31,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from cni import hosting
 from cni.errors import INTERNAL_ERROR, INVALID_ENVIRONMENT, CNIError
-from cni.shim import DEFAULT_SOCKET, recv_frame, send_frame
+from cni.shim import DEFAULT_SOCKET, MAGIC, recv_frame, send_frame
 from cni.skel import CmdArgs, error_version, read_args, version_result
 
 log = logging.getLogger("calico-cni-service")
@@ -43,7 +45,14 @@ IPAM_LOCK_TIMEOUT = 90.0
 
 
 class _SharedBackend:
-    """A cached backend lent to one request: ``close()`` keeps it open."""
+    """A cached backend lent to one request: ``close()`` keeps it open.
+
+    Reads of the cluster configuration that every ADD makes (ClusterInformation,
+    the IPAM configuration, the IP pools, the network's Profile) come from one
+    batched read per request when the backend can batch (etcd: one
+    transaction instead of five round trips), taken the first time the request
+    asks for any of them. Everything else, and every write, goes straight to
+    the datastore."""
 
     def __init__(self, backend: Any) -> None:
         self._backend = backend
@@ -53,6 +62,99 @@ class _SharedBackend:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
+
+    def get(self, key: Any) -> Any:
+        snapshot = _snapshot(self._backend, key)
+        if snapshot is not None and key in snapshot:
+            kv = snapshot[key]
+            if kv is None:
+                from datastore.errors import NotFound
+
+                raise NotFound(key)
+            return kv
+        return self._backend.get(key)
+
+    def list(self, options: Any) -> Any:
+        snapshot = _snapshot(self._backend, options)
+        if snapshot is not None and options in snapshot:
+            return snapshot[options]
+        return self._backend.list(options)
+
+    def create(self, key: Any, value: Any) -> Any:
+        _forget(key)
+        return self._backend.create(key, value)
+
+    def update(self, key: Any, value: Any, revision: str) -> Any:
+        _forget(key)
+        return self._backend.update(key, value, revision)
+
+    def apply(self, key: Any, value: Any) -> Any:
+        _forget(key)
+        return self._backend.apply(key, value)
+
+    def delete(self, key: Any, revision: str | None = None) -> None:
+        _forget(key)
+        self._backend.delete(key, revision)
+
+
+_request = threading.local()
+
+
+def _prefetch_items(netconf: dict[str, Any]) -> list[Any]:
+    from datastore.keys import IPAMConfigKey, ListOptions, ResourceKey
+
+    items: list[Any] = [
+        ResourceKey("ClusterInformation", "default"),
+        IPAMConfigKey(),
+        ResourceKey("IPAMConfiguration", "default"),
+        ListOptions(kind="IPPool"),
+    ]
+    name = netconf.get("name")
+    if isinstance(name, str) and name and "/" not in name:
+        items.append(ResourceKey("Profile", name))
+    return items
+
+
+def _snapshot(backend: Any, item: Any) -> dict[Any, Any] | None:
+    """This request's batched configuration read, taken when the request
+    first asks for one of its items; None when ``item`` is not one of them,
+    the backend cannot batch or no request is being served."""
+    state = getattr(_request, "state", None)
+    read_many = getattr(backend, "read_many", None)
+    if state is None or read_many is None:
+        return None
+    if state.get("items") is None:
+        state["items"] = _prefetch_items(state["netconf"])
+    if item not in state["items"]:
+        return None
+    if state.get("snapshot") is None:
+        items = state["items"]
+        state["snapshot"] = dict(zip(items, read_many(items)))
+    snapshot: dict[Any, Any] = state["snapshot"]
+    return snapshot
+
+
+def _forget(key: Any) -> None:
+    state = getattr(_request, "state", None)
+    if state is not None and state.get("snapshot"):
+        state["snapshot"].pop(key, None)
+        if type(key).__name__ == "ResourceKey" and key.kind == "IPPool":
+            state["snapshot"] = {k: v for k, v in state["snapshot"].items()
+                                 if getattr(k, "kind", None) != "IPPool"}
+
+
+@contextmanager
+def request_scope(stdin: bytes) -> Iterator[None]:
+    """Per-request state (the batched configuration read) for this thread."""
+    try:
+        netconf = json.loads(stdin)
+    except ValueError:
+        netconf = {}
+    _request.state = {"netconf": netconf if isinstance(netconf, dict) else {}, "items": None, "snapshot": None}
+    try:
+        yield
+    finally:
+        _request.state = None
 
 
 class BackendCache:
@@ -160,7 +262,8 @@ def dispatch(plugin: str, environ: Mapping[str, str], stdin: bytes) -> tuple[int
         handler = _handlers(plugin).get(args.command)
         if handler is None:
             raise CNIError(INVALID_ENVIRONMENT, f"{about} does not implement {args.command}")
-        result = handler(args)
+        with request_scope(stdin):
+            result = handler(args)
         return 0, (_dump(result) if result is not None else "")
     except CNIError as err:
         logging.getLogger("cni").error("code %d: %s", err.code, err)
@@ -188,13 +291,9 @@ def warm_up() -> None:
     import ipam.release  # noqa: F401
     import ipam.retry  # noqa: F401
     import ipam.store  # noqa: F401
-    import pyroute2  # noqa: F401
+    import cni.netlink  # noqa: F401
 
-    try:
-        import datastore.etcd  # noqa: F401
-        import etcd3gw  # noqa: F401
-    except ImportError:
-        pass
+    import datastore.etcd  # noqa: F401
 
 
 def install_hooks(cache: BackendCache) -> None:
@@ -272,20 +371,19 @@ class Service:
             try:
                 conn.settimeout(HANDSHAKE_TIMEOUT)
                 request = recv_frame(conn)
-                if not isinstance(request, dict):
+                if request[:1] == [b"stats"]:
+                    counters = {"served": self.served, "inflight": self._inflight}
+                    send_frame(conn, [b"stats", json.dumps(counters).encode()])
                     return
-                if request.get("op") == "stats":
-                    send_frame(conn, {"served": self.served, "inflight": self._inflight})
+                if request[:1] != [MAGIC] or len(request) < 3 or len(request) % 2 == 0 or self._stopping.is_set():
+                    send_frame(conn, [b"declined", b"unsupported request or stopping"])
                     return
-                if request.get("v") != 1 or self._stopping.is_set():
-                    send_frame(conn, {"accepted": False, "reason": "unsupported or stopping"})
-                    return
-                plugin = str(request.get("plugin") or "calico")
-                environ = {str(k): str(v) for k, v in (request.get("env") or {}).items()}
-                stdin = base64.b64decode(request.get("stdin") or "")
-                send_frame(conn, {"accepted": True})
+                plugin = request[1].decode() or "calico"
+                stdin = request[2]
+                environ = {os.fsdecode(k): os.fsdecode(v) for k, v in zip(request[3::2], request[4::2])}
+                send_frame(conn, [b"accepted"])
                 go = recv_frame(conn)
-                if not isinstance(go, dict) or go.get("go") is not True:
+                if go != [b"go"]:
                     return
             except (OSError, ValueError, ConnectionError) as exc:
                 log.debug("request dropped before it was handed over: %s", exc)
@@ -298,7 +396,7 @@ class Service:
                 log.debug("%s %s %s: exit %d in %.1f ms", plugin, environ.get("CNI_COMMAND"),
                           environ.get("CNI_CONTAINERID"), code, (time.perf_counter() - start) * 1000)
                 try:
-                    send_frame(conn, {"code": code, "stdout": out})
+                    send_frame(conn, [b"result", str(code).encode(), out.encode()])
                 except OSError as exc:
                     log.warning("could not return the result of %s %s: %s", plugin,
                                 environ.get("CNI_COMMAND"), exc)
@@ -312,9 +410,24 @@ def stats(path: str, timeout: float = 2.0) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        send_frame(sock, {"op": "stats"})
+        send_frame(sock, [b"stats"])
         reply = recv_frame(sock)
-    return reply if isinstance(reply, dict) else {}
+    if reply[:1] != [b"stats"] or len(reply) != 2:
+        return {}
+    counters = json.loads(reply[1])
+    return counters if isinstance(counters, dict) else {}
+
+
+def start_background(path: str) -> Service:
+    """Serve the CNI socket from threads of the calling process (the node
+    agent hosts the service this way: ``CNIServiceEnabled`` in Felix).
+    Returns the service; ``stop()`` it on shutdown."""
+    warm_up()
+    service = Service(path)
+    install_hooks(service.cache)
+    service.bind()
+    threading.Thread(target=service.serve_forever, name="cni-service", daemon=True).start()
+    return service
 
 
 def main(argv: list[str] | None = None) -> None:

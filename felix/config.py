@@ -122,6 +122,10 @@ PARAMS: tuple[Param, ...] = (
     Param("FlowViewerHost", "str", "127.0.0.1"),
     Param("FlowViewerPort", "int", 9097),
     Param("UnknownInterfaceAction", "upper", "DROP", choices=("DROP", "RETURN")),
+    # The CNI fast path (cni.service) hosted in Felix's process: the calico and
+    # calico-ipam executables hand their requests to this socket.
+    Param("CNIServiceEnabled", "bool", False, local=True),
+    Param("CNIServiceSocket", "str", "/var/run/calico/cni.sock", local=True),
 )
 
 _BY_LOWER = {p.name.lower(): p for p in PARAMS}

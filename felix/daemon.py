@@ -136,6 +136,14 @@ class Daemon:
         self.health.report("felix-startup", ready=False, detail="waiting for datastore sync")
         if cfg.health_enabled:
             self._servers.append(health.serve(self.health, cfg.health_host, cfg.health_port))
+        cni_service = None
+        if cfg.cni_service_enabled:  # the CNI fast path, served from this process
+            from cni.hosting import host_service
+
+            try:
+                cni_service = host_service(cfg.cni_service_socket)
+            except OSError as exc:  # the CNI executables then work standalone
+                log.error("cannot serve the CNI socket %s: %s", cfg.cni_service_socket, exc)
         from felix.typha import make_syncer  # Typha when TyphaAddr is set
 
         self.syncer = make_syncer(
@@ -152,6 +160,8 @@ class Daemon:
         try:
             self._loop()
         finally:
+            if cni_service is not None:
+                cni_service.stop()
             self.syncer.stop()
             if self.flowlogs is not None:
                 self.flowlogs.stop()

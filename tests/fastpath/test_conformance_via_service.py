@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.conftest import GoPeers, go_peers, run_suite, suite_command  # noqa: F401 - fixture
-from tests.support.netns import cali_links
 from tests.support.pools import create_pool
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
@@ -31,13 +30,13 @@ def test_calico_passes_conformance_via_service(go_peers: GoPeers, cni_path: str,
     conf_path = tmp_path / "calico.conflist"
     conf_path.write_text(json.dumps(conf))
     report = tmp_path / "report.json"
-    before = cali_links()
     served = cni_service.served()
     cmd = suite_command(conf_path, [Path(cni_path)], report, "--cnitool", str(go_peers.cnitool),
                         "--netns-prefix", f"cnfs{unique[:6]}")
     run = run_suite(cmd, report, env={**os.environ, **cni_service.env}, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     assert not run.with_status("FAIL", "ERROR", "xfail"), run.stdout
-    assert cali_links() - before == set()
+    # Each DEL rule checks its own attachment is gone (and re-ADDs to prove the
+    # address was released); no global cali* check: other jobs may share the host.
     # The suite's ADD/DEL/CHECK/STATUS/GC execs went to the service.
     assert cni_service.served() - served >= 20, cni_service.served() - served
