@@ -76,6 +76,7 @@ class Allocator:
         self.node = node
         self.deadline = deadline or Deadline(ASSIGN_TIMEOUT)
         self._settings = settings
+        self._touched: set[str] = set()  # handles this allocator has written (not new any more)
 
     def preload(self) -> list[Pool]:
         """Read the IPAM settings and the IP pools (configuration, not
@@ -214,7 +215,9 @@ class Allocator:
                 if not ordinals:
                     break
                 if counted < len(ordinals):
-                    handles.increment(self.store, handle_id, cidr, len(ordinals) - counted, self.deadline)
+                    handles.increment(self.store, handle_id, cidr, len(ordinals) - counted, self.deadline,
+                                      likely_new=handle_id not in self._touched)
+                    self._touched.add(handle_id)
                 elif counted > len(ordinals):
                     handles.decrement(self.store, handle_id, cidr, counted - len(ordinals), self.deadline)
                 counted = len(ordinals)
@@ -387,7 +390,9 @@ class Allocator:
                     owner = blk.handle_of(block, ordinal)
                     raise AddressInUseError(f"requested IP {address} is already in use (handle {owner})")
                 if not counted:
-                    handles.increment(self.store, handle_id, cidr, 1, self.deadline)
+                    handles.increment(self.store, handle_id, cidr, 1, self.deadline,
+                                      likely_new=handle_id not in self._touched)
+                    self._touched.add(handle_id)
                     counted = True
                 blk.allocate(block, [ordinal], handle_id, attrs)
                 try:

@@ -254,11 +254,15 @@ def cmd_del(args: CmdArgs) -> None:
         store = Store(ctx.backend)
         deadline = Deadline(RELEASE_TIMEOUT)
         with _lock(ctx):
-            result = release_by_handle(store, ctx.handle_id, deadline, release_empty_for=ctx.release_empty_for)
+            ids = [ctx.handle_id] + ([legacy] if legacy and legacy != ctx.handle_id else [])
+            found = store.get_handles(ids)  # both in one round trip where the datastore allows
+            result = release_by_handle(store, ctx.handle_id, deadline, release_empty_for=ctx.release_empty_for,
+                                       current=found[ctx.handle_id])
             if not result.found:
                 log.info("DEL %s: no such handle (already released)", ctx.handle_id)
-            if legacy and legacy != ctx.handle_id:
-                release_by_handle(store, legacy, deadline, release_empty_for=ctx.release_empty_for)
+            for other in ids[1:]:
+                release_by_handle(store, other, deadline, release_empty_for=ctx.release_empty_for,
+                                  current=found[other])
 
     try:
         _mapped(release)

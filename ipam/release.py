@@ -17,7 +17,11 @@ from datastore.errors import Conflict, NotFound
 from ipam import blocks as blk
 from ipam import handles
 from ipam.retry import Deadline, attempts
-from ipam.store import Store
+from ipam.store import Store, Versioned
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from datastore.models.ipam import IPAMHandle
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +68,31 @@ def _release_in_block(
     raise AssertionError("unreachable")
 
 
+_UNREAD = object()
+
+
 def release_by_handle(
     store: Store,
     handle_id: str,
     deadline: Deadline | None = None,
     *,
     release_empty_for: str | None = None,
+    current: "Versioned[IPAMHandle] | None | object" = _UNREAD,
 ) -> ReleaseResult:
     """Free every address of ``handle_id`` and delete the handle. Releasing
-    a handle that does not exist is not an error (``found`` is False)."""
-    try:
-        current = store.get_handle(handle_id)
-    except NotFound:
+    a handle that does not exist is not an error (``found`` is False).
+    ``current``: the handle as just read (None: it does not exist), to save
+    reading it again."""
+    if current is _UNREAD:
+        try:
+            current = store.get_handle(handle_id)
+        except NotFound:
+            return ReleaseResult(False)
+    if current is None:
         return ReleaseResult(False)
+    assert isinstance(current, Versioned)
     result = ReleaseResult(True)
+    known: Versioned[IPAMHandle] | None = current
     for cidr in sorted(current.value.block):
         ips, _ = _release_in_block(
             store, cidr, lambda b: blk.ordinals_for_handle(b, handle_id), deadline, release_empty_for
@@ -85,7 +100,7 @@ def release_by_handle(
         result.released += ips
         # Whatever the block held for this handle is gone now (an over-count
         # left by a crash included): drop the block from the handle.
-        handles.decrement(store, handle_id, cidr, None, deadline)
+        known = handles.decrement(store, handle_id, cidr, None, deadline, known=known)
     log.info("released handle %s: %s", handle_id, result.released or "no addresses")
     return result
 

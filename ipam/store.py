@@ -99,6 +99,30 @@ class Store:
         handle.handle_id = handle_id
         return Versioned(handle, kv.revision)
 
+    def get_handles(self, handle_ids: list[str]) -> dict[str, Versioned[IPAMHandle] | None]:
+        """Several handles (None: absent), in one round trip when the backend
+        can batch reads (etcd: one transaction)."""
+        keys = [HandleKey(h) for h in handle_ids]
+        read_many = getattr(self.backend, "read_many", None)
+        if read_many is not None:
+            kvs = read_many(keys)
+        else:
+            kvs = []
+            for key in keys:
+                try:
+                    kvs.append(self.backend.get(key))
+                except NotFound:
+                    kvs.append(None)
+        out: dict[str, Versioned[IPAMHandle] | None] = {}
+        for handle_id, kv in zip(handle_ids, kvs):
+            if kv is None:
+                out[handle_id] = None
+                continue
+            handle = IPAMHandle.from_dict(kv.value)  # type: ignore[union-attr]
+            handle.handle_id = handle_id
+            out[handle_id] = Versioned(handle, kv.revision)  # type: ignore[union-attr]
+        return out
+
     def list_handles(self) -> list[Versioned[IPAMHandle]]:
         result = self.backend.list(ListOptions(kind="IPAMHandle"))
         out = []
