@@ -5,8 +5,10 @@ CNI service (:mod:`cni.service`), exec'd the same way, interleaved in one run.
     .venv/bin/python bench/cni_fastpath.py [-n 40] [--png docs/cni-latency.png]
                                            [--calico-bin DIR]
 
-Prints a table (p50, p95, mean, ratio of p50 to the reference) and draws the
-latency distributions (ECDF per series, ADD and DEL) as a PNG. Charts need
+Prints a table (p50, p95, mean, ratio of p50 to the reference), the etcd
+requests one ADD and one DEL cost on each calico path (etcd's own
+``grpc_server_handled_total`` counters: what reached the server), and draws
+the latency distributions (ECDF per series, ADD and DEL) as a PNG. Charts need
 matplotlib (``pip install matplotlib``: bench only, not a runtime dependency);
 without it the table is still printed. Starts its own etcd and service;
 creates and removes its own namespaces and bridge.
@@ -59,6 +61,39 @@ def add_del(cni_path: str, plugin: str, conf: dict[str, Any], env: dict[str, str
         return add_ms, del_ms
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def etcd_requests(endpoint: str) -> int:
+    """KV requests etcd has handled so far (Range, Txn, Put, DeleteRange)."""
+    import urllib.request
+
+    with urllib.request.urlopen(endpoint + "/metrics", timeout=5) as resp:
+        body = resp.read().decode()
+    total = 0
+    for line in body.splitlines():
+        if line.startswith("grpc_server_handled_total{") and 'grpc_service="etcdserverpb.KV"' in line \
+                and 'grpc_method="Compact"' not in line:
+            total += int(float(line.rpartition(" ")[2]))
+    return total
+
+
+def round_trips(endpoint: str, cni_path: str, conf: dict[str, Any], env: dict[str, str]) -> tuple[int, int]:
+    """etcd requests of one ADD and one DEL (nothing else uses this etcd meanwhile)."""
+    ns = f"bfp-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    cid = f"bench{uuid.uuid4().hex[:12]}"
+    counts = []
+    try:
+        for command in ("ADD", "DEL"):
+            before = etcd_requests(endpoint)
+            res = exec_plugin(cni_path, "calico", command, conf, container_id=cid, netns=f"/var/run/netns/{ns}",
+                              extra_env=env)
+            if not res.ok:
+                raise SystemExit(f"calico {command} failed: {res.stdout} {res.stderr[-400:]}")
+            counts.append(etcd_requests(endpoint) - before)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    return counts[0], counts[1]
 
 
 def start_service(sock: str, log_file: str) -> subprocess.Popen[bytes]:
@@ -125,6 +160,7 @@ def main() -> None:
     }
     samples: dict[tuple[str, str], list[float]] = {(op, s): [] for op in ("ADD", "DEL") for s in (REF, STANDALONE, FAST)}
     service = None
+    trips: dict[str, tuple[int, int]] = {}
     with EtcdServer() as etcd:
         from datastore.etcd import EtcdBackend
         from tests.support.pools import create_pool
@@ -152,6 +188,8 @@ def main() -> None:
                     add_ms, del_ms = add_del(cni_path, plugin, conf, env)
                     samples[("ADD", series)].append(add_ms)
                     samples[("DEL", series)].append(del_ms)
+            trips = {series: round_trips(etcd.endpoint, cni_path, conf, env)
+                     for series, plugin, conf, env in plan if plugin == "calico"}
         finally:
             if service is not None and service.poll() is None:
                 service.send_signal(signal.SIGTERM)
@@ -169,6 +207,9 @@ def main() -> None:
             p50 = pct(values, 0.5)
             print(f"{op:5} {series:26} {p50:8.1f} {pct(values, 0.95):8.1f} {statistics.mean(values):8.1f} "
                   f"{p50 / ref:10.2f} {p50 / alone:17.2f}")
+    print("\netcd requests per operation (etcd's grpc_server_handled_total, KV service):")
+    for series, (add_n, del_n) in trips.items():
+        print(f"  {series:26} ADD {add_n:3d}   DEL {del_n:3d}")
     chart(samples, args.png, args.n, "frozen bundle" if args.calico_bin else "venv entry points")
 
 
