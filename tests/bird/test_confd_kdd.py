@@ -179,3 +179,8 @@ def test_two_nodes_exchange_routes_over_bgp_in_kdd_mode(kdd_cluster: KddCluster)
         wait_for(lambda node=node, name=name: "64601" in bird_command(node.socket_path,
                                                                       f"show protocols all {name}").text,
                  30, what=f"{node.name}: mesh session in AS 64601")
+    # The calico-confd role let confd read everything it watches.
+    for node in (n1, n2):
+        assert node.confd is not None
+        log = node.confd.log().lower()
+        assert "forbidden" not in log and "permission denied" not in log, node.confd.log()[-3000:]

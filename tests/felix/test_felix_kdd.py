@@ -154,3 +154,7 @@ def test_kubernetes_network_policy_programs_felix(kdd_pods: KddPods) -> None:
 
     k.kube.must("DELETE", f"{NP_PATH.format(ns=ns)}/b-from-a")
     wait_for("NetworkPolicy deleted", lambda: k.matrix(CELLS), everything, k.felix)
+    # The calico-felix role let it read everything it watches.
+    with open(k.felix.log_path, errors="replace") as f:
+        log = f.read()
+    assert "forbidden" not in log.lower() and "permission denied" not in log.lower(), k.felix.log_tail()
