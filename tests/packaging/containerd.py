@@ -84,8 +84,9 @@ class PrivateContainerd:
                  netns: str | None = None) -> None:
         self.base = base or tempfile.mkdtemp(prefix="pycalico-ctrd-")
         # Run containerd (so its host-network containers) and ``ctr run --cni``
-        # (so the CNI plugins) inside this named netns: the "node".
-        self.netns_prefix = ["ip", "netns", "exec", netns] if netns else []
+        # (so the CNI plugins) inside this named netns: the "node". nsenter,
+        # not ``ip netns exec``: that remounts /sys without the cgroup mounts runc needs.
+        self.netns_prefix = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []
         self.cni_bin_dir = cni_bin_dir
         self.cni_conf_dir = cni_conf_dir
         self.address = f"{self.base}/containerd.sock"
