@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import threading
 from typing import Any
@@ -50,6 +51,30 @@ def split_endpoint(endpoint: str) -> tuple[str, str, int]:
     return url.scheme or "http", url.hostname or "127.0.0.1", url.port or 2379
 
 
+class _OneWrite:
+    """http.client sends the headers and the body with two writes (two
+    wake-ups of the server per request); with a bytes body these send both
+    as one."""
+
+    def _send_output(self, message_body: object = None, encode_chunked: bool = False) -> None:
+        if not isinstance(message_body, bytes):
+            super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+            return
+        buffer = self._buffer  # type: ignore[attr-defined]
+        buffer.extend((b"", b""))
+        head = b"\r\n".join(buffer)
+        del buffer[:]
+        self.send(head + message_body)  # type: ignore[attr-defined]
+
+
+class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
 class GatewayEndpoint:
     """One etcd endpoint: POST JSON to the gateway over pooled keep-alive connections."""
 
@@ -65,11 +90,19 @@ class GatewayEndpoint:
         self._closed = False
 
     def connect(self, timeout: float | None = None) -> http.client.HTTPConnection:
-        """A new, unpooled connection (watch streams use their own)."""
+        """A new, unpooled connection (watch streams use their own), connected,
+        with Nagle off: http.client writes the headers and the body with two
+        sends, and the body must not wait for the server's delayed ACK."""
         t = self.timeout if timeout is None else timeout
+        conn: http.client.HTTPConnection
         if self.scheme == "https":
-            return http.client.HTTPSConnection(self.host, self.port, timeout=t, context=self._context)
-        return http.client.HTTPConnection(self.host, self.port, timeout=t)
+            conn = _HTTPSConnection(self.host, self.port, timeout=t, context=self._context)
+        else:
+            conn = _HTTPConnection(self.host, self.port, timeout=t)
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``/v3<path>`` and return the decoded answer.
