@@ -27,6 +27,7 @@ from tests.images.runtime import (
 )
 from tests.packaging.containerd import PrivateContainerd
 from tests.packaging.oci_image import build_busybox_archive
+from tests.support.cni_exec import REPO
 from tests.support.nodes import Cluster, wait_for
 
 pytestmark = [
@@ -63,6 +64,27 @@ def test_image_configs(images) -> None:  # type: ignore[no-untyped-def]
         assert layers[0] == node_layers[0]  # one shared base layer (bundle + libraries)
     assert {i.ref for i in images.values()} == {
         "docker.io/pycalico/node:v0.1.0", "docker.io/pycalico/typha:v0.1.0", "docker.io/pycalico/ctl:v0.1.0"}
+
+
+def test_manifests_run_these_images_with_upstreams_host_mounts(images) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    manifests = os.path.join(REPO, "packaging", "manifests")
+    pods = {}
+    for name in ("calico-node.yaml", "calico-typha.yaml"):
+        with open(os.path.join(manifests, name)) as f:
+            for doc in yaml.safe_load_all(f):
+                if doc and doc["kind"] in ("DaemonSet", "Deployment"):
+                    pods[doc["metadata"]["name"]] = doc["spec"]["template"]["spec"]
+    node, typha = pods["calico-node"], pods["calico-typha"]
+    for container in node["initContainers"] + node["containers"]:
+        assert container["image"] == images["pycalico-node"].ref, container["name"]
+        assert container["imagePullPolicy"] == "IfNotPresent"  # side-loaded: never pulled
+    assert [c["image"] for c in typha["containers"]] == [images["pycalico-typha"].ref]
+    assert typha["containers"][0]["securityContext"]["runAsUser"] == 65534  # as the image's USER
+    host_paths = {v["hostPath"]["path"] for v in node["volumes"] if "hostPath" in v}
+    assert {"/opt/cni/bin", "/etc/cni/net.d", "/var/run/calico", "/var/lib/calico", "/var/log/calico",
+            "/lib/modules", "/run/xtables.lock"} <= host_paths
 
 
 def pod_address(ctrd: PrivateContainerd, name: str) -> str:
