@@ -102,6 +102,18 @@ class EtcdBackend:
                 client = self._clients[self._current]
             try:
                 return client.post(path, body)
+            except ssl.SSLError as exc:
+                # e.g. etcd closing the connection after the handshake: it did not
+                # accept our client certificate (or we do not trust its).
+                last = ConnectionError(
+                    f"TLS error talking to {client.endpoint}: {exc} (check etcd_ca_cert_file, etcd_cert_file "
+                    f"and etcd_key_file, and that etcd trusts this client certificate)")
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                last = exc
+                if client.scheme == "https":  # TLS 1.3: a refused client certificate looks like this
+                    last = ConnectionError(
+                        f"TLS connection to {client.endpoint} closed by the server without an answer ({exc}): "
+                        f"etcd may not accept this client certificate (check etcd_cert_file and etcd_key_file)")
             except (OSError, http.client.HTTPException) as exc:
                 last = exc
             except GatewayError as exc:
