@@ -326,7 +326,10 @@ def run_patch(args: argparse.Namespace, out: Callable[[str], None]) -> None:
         except DatastoreError as e:
             raise actions._datastore_error(item, e) from None
         doc = _patched_document(current.value, args.patch, args.type, item)
-        actions.replace_raw(backend, item, doc, current.revision)
+        try:
+            actions.replace_raw(backend, item, doc, current.revision)
+        except ActionError as e:
+            raise ActionError(f"updating existing resource: {e}") from None
     except ActionError as e:
         raise CommandError(f"Hit error: {e}") from None
     finally:

@@ -116,6 +116,8 @@ def test_kdd_native_kinds(calicoctl_kdd: Calicoctl) -> None:
         "Failed to delete 'Profile' resource: operation Delete is not supported on Profile(kns.shop)\n"
     assert ctl.fails("label", "profile", "kns.shop", "team=retail").stderr == \
         "failed to update profile kns.shop, label not changed\n"
+    assert ctl.fails("patch", "profile", "kns.shop", "-p", '{"spec":{"labelsToApply":{"a":"b"}}}').stderr == \
+        "Hit error: updating existing resource: operation Update is not supported on Profile(kns.shop)\n"
     shown = json.loads(ctl.ok("get", "profile", "kns.shop", "-o", "json").stdout)
     assert shown["spec"]["labelsToApply"]["pcns.projectcalico.org/name"] == "shop"
     names = ctl.ok("get", "profiles", "-o", "name").stdout.splitlines()
