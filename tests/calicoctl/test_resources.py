@@ -140,6 +140,11 @@ def test_kdd_native_kinds(calicoctl_kdd: Calicoctl) -> None:
     assert listing[1].split()[:3] == ["shop", "web-0", "node-1"]
     got = json.loads(ctl.ok("get", "wep", "node--1-k8s-web--0-eth0", "-n", "shop", "-o", "json").stdout)
     assert got["spec"]["pod"] == "web-0" and got["metadata"]["labels"]["app"] == "web"
+    # Upstream's KDD delete blanks the pod's Calico IP annotations (the CNI DEL's write); the pod stays.
+    assert ctl.ok("delete", "wep", "node--1-k8s-web--0-eth0", "-n", "shop").stdout == \
+        "Successfully deleted 1 'WorkloadEndpoint' resource(s)\n"
+    pod = ctl.kube.must("GET", "/api/v1/namespaces/shop/pods/web-0")
+    assert pod["metadata"]["annotations"]["cni.projectcalico.org/podIPs"] == ""
 
     # Nodes: kubelet registers them; calicoctl updates their Calico fields only.
     node = _native("Node", "node-1")
