@@ -14,7 +14,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.chaos.etcd_kill import Attempt, _gc_and_check, classify
-from tests.chaos.felix_node import NodeFelix, allow_all_profile, current_revision
+from tests.chaos.felix_node import NodeFelix, allow_all_profile
 from tests.chaos.latency_proxy import LatencyProxy
 from tests.chaos.report import ChaosReport
 from tests.support.nodes import Cluster, ip
@@ -59,7 +59,7 @@ def run(delay_ms: int = 300, slow_adds: int = 4, partition_s: float = 8.0) -> Ch
             first = _attempt(node, "warm")
             attempts.append(first)
             _add(first)
-            felix.wait(current_revision(cluster), timeout=90)
+            felix.wait(allow_all_profile_update(cluster, "warm"), timeout=90)
 
             proxy.delay = delay_ms / 1000
             slow = [_attempt(node, f"slow{i}") for i in range(slow_adds)]

@@ -22,3 +22,11 @@ def test_slow_datastore() -> None:
     print("\n" + report.table())
     report.check()
     assert report.succeeded >= 1
+
+
+def test_kill_felix_bird_confd_in_turn() -> None:
+    from tests.chaos import kill_components
+
+    report = kill_components.run()
+    print("\n" + report.table())
+    report.check()
