@@ -116,6 +116,7 @@ def chart(samples: dict[tuple[str, str], list[float]], png: str, n: int, calico:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
     except ImportError:
         print("matplotlib is not installed: no chart (pip install matplotlib)")
         return False
@@ -128,6 +129,10 @@ def chart(samples: dict[tuple[str, str], list[float]], png: str, n: int, calico:
             ax.step(values, ys, where="post", label=f"{series} (p50 {pct(values, 0.5):.0f} ms)",
                     color=colours[series], linewidth=2)
         ax.set_xscale("log")
+        ticks = [t for t in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if t <= 2 * max(samples[(op, STANDALONE)])]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("latency per exec, ms (log scale)")
         ax.set_title(f"CNI {op}")
         ax.grid(True, which="both", alpha=0.3)

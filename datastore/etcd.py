@@ -238,6 +238,67 @@ class EtcdBackend:
                 continue
         raise Conflict(key, None, None)
 
+    def create_and_update(self, new_key: Key, new_value: dict[str, Any], key: Key, value: dict[str, Any],
+                          revision: str) -> str:
+        """Create ``new_key`` and replace ``key`` (iff at ``revision``) in one
+        transaction: both or neither. Raises AlreadyExists (``new_key``),
+        NotFound or Conflict (``key``); returns the revision written."""
+        if isinstance(new_key, ResourceKey):
+            new_value = _with_creation_metadata(new_value)
+        new_path, path = _b64(new_key.path), _b64(key.path)
+        reply = self._txn(
+            {
+                "compare": [
+                    {"key": new_path, "target": "VERSION", "result": "EQUAL", "version": "0"},
+                    {"key": path, "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)},
+                ],
+                "success": [
+                    {"request_put": {"key": new_path, "value": _encode_value(new_key, new_value)}},
+                    {"request_put": {"key": path, "value": _encode_value(key, value)}},
+                ],
+                "failure": [{"request_range": {"key": new_path}}, {"request_range": {"key": path}}],
+            }
+        )
+        if reply.get("succeeded"):
+            return str(reply["header"]["revision"])
+        responses = reply.get("responses") or [{}, {}]
+        if (responses[0].get("response_range") or {}).get("kvs"):
+            raise AlreadyExists(new_key)
+        kvs = (responses[1].get("response_range") or {}).get("kvs") or []
+        if not kvs:
+            raise NotFound(key)
+        raise Conflict(key, revision, str(kvs[0]["mod_revision"]))
+
+    def update_and_delete(self, key: Key, value: dict[str, Any], revision: str, del_key: Key,
+                          del_revision: str) -> str:
+        """Replace ``key`` (iff at ``revision``) and delete ``del_key`` (iff at
+        ``del_revision``) in one transaction: both or neither. Raises NotFound
+        or Conflict naming the key that did not match; returns the revision."""
+        path, del_path = _b64(key.path), _b64(del_key.path)
+        reply = self._txn(
+            {
+                "compare": [
+                    {"key": path, "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)},
+                    {"key": del_path, "target": "MOD", "result": "EQUAL", "mod_revision": str(del_revision)},
+                ],
+                "success": [
+                    {"request_put": {"key": path, "value": _encode_value(key, value)}},
+                    {"request_delete_range": {"key": del_path}},
+                ],
+                "failure": [{"request_range": {"key": path}}, {"request_range": {"key": del_path}}],
+            }
+        )
+        if reply.get("succeeded"):
+            return str(reply["header"]["revision"])
+        responses = reply.get("responses") or [{}, {}]
+        for k, expected, response in ((key, revision, responses[0]), (del_key, del_revision, responses[1])):
+            kvs = (response.get("response_range") or {}).get("kvs") or []
+            if not kvs:
+                raise NotFound(k)
+            if str(kvs[0]["mod_revision"]) != str(expected):
+                raise Conflict(k, expected, str(kvs[0]["mod_revision"]))
+        raise Conflict(key, revision, None)
+
     def read_many(self, items: list[Key | ListOptions]) -> list[KVPair | ListResult | None]:
         """Several gets (a key: its KVPair, or None when absent) and lists (a
         ListOptions: its ListResult) in one transaction: one round trip, one

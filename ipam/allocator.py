@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from itertools import islice
 
 from datastore.backend import Backend
-from datastore.errors import Conflict, NotFound
+from datastore.errors import AlreadyExists, Conflict, NotFound
 
 from ipam import blocks as blk
 from ipam import handles
@@ -214,6 +214,20 @@ class Allocator:
                 ordinals = blk.pick_ordinals(block, num)
                 if not ordinals:
                     break
+                if counted == 0 and handle_id not in self._touched and self.store.can_write_both:
+                    # A new handle: it and the block in one transaction (both or neither).
+                    ips = blk.allocate(block, ordinals, handle_id, attrs)
+                    try:
+                        self.store.create_handle_and_update_block(handle_id, {cidr: len(ordinals)}, block,
+                                                                  current.revision)
+                    except AlreadyExists:
+                        self._touched.add(handle_id)  # not new after all: count it the usual way
+                        continue
+                    except (Conflict, NotFound):
+                        continue  # nothing was written
+                    self._touched.add(handle_id)
+                    log.debug("assigned %s from block %s to new handle %s", ips, cidr, handle_id)
+                    return [Assignment(ip, cidr) for ip in ips]
                 if counted < len(ordinals):
                     handles.increment(self.store, handle_id, cidr, len(ordinals) - counted, self.deadline,
                                       likely_new=handle_id not in self._touched)

@@ -38,21 +38,34 @@ def _release_in_block(
     select,  # type: ignore[no-untyped-def]  # (block) -> list of ordinals
     deadline: Deadline | None,
     release_empty_for: str | None,
-) -> tuple[list[str], dict[str | None, int]]:
+    handle: "Versioned[IPAMHandle] | None" = None,
+) -> tuple[list[str], dict[str | None, int], bool]:
+    """Free the ordinals ``select`` picks. ``handle``: the handle being
+    released, counting nothing but this block: deleted in the same transaction
+    as the block write where the datastore allows (third value: it was)."""
     for _ in attempts(f"release in block {cidr}", deadline):
         try:
             current = store.get_block(cidr)
         except NotFound:
-            return [], {}
+            return [], {}, False
         block = current.value
         ordinals = select(block)
         if not ordinals:
-            return [], {}
+            return [], {}, False
         ips = [str(blk.ip_of(block, o)) for o in ordinals]
         counts = blk.release_ordinals(block, ordinals)
+        handle_deleted = False
         try:
             if blk.is_empty(block) and block.affinity is None:
                 store.delete_block(cidr, current.revision)
+            elif handle is not None and handle.value.handle_id and set(counts) == {handle.value.handle_id}:
+                try:
+                    store.update_block_and_delete_handle(block, current.revision, handle.value.handle_id,
+                                                         handle.revision)
+                    handle_deleted = True
+                except (Conflict, NotFound):
+                    handle = None  # nothing was written: retry the usual way (block, then handle)
+                    continue
             else:
                 store.update_block(block, current.revision)
         except (Conflict, NotFound):
@@ -64,7 +77,7 @@ def _release_in_block(
                 release_affinity(store, release_empty_for, cidr, require_empty=True, deadline=deadline)
             except Exception as exc:  # noqa: BLE001 - the release itself succeeded
                 log.warning("could not release the affinity of empty block %s: %s", cidr, exc)
-        return ips, counts
+        return ips, counts, handle_deleted
     raise AssertionError("unreachable")
 
 
@@ -93,11 +106,15 @@ def release_by_handle(
     assert isinstance(current, Versioned)
     result = ReleaseResult(True)
     known: Versioned[IPAMHandle] | None = current
+    together = store.can_write_both and len(current.value.block) == 1
     for cidr in sorted(current.value.block):
-        ips, _ = _release_in_block(
-            store, cidr, lambda b: blk.ordinals_for_handle(b, handle_id), deadline, release_empty_for
+        ips, _, deleted = _release_in_block(
+            store, cidr, lambda b: blk.ordinals_for_handle(b, handle_id), deadline, release_empty_for,
+            handle=known if together else None,
         )
         result.released += ips
+        if deleted:
+            continue
         # Whatever the block held for this handle is gone now (an over-count
         # left by a crash included): drop the block from the handle.
         known = handles.decrement(store, handle_id, cidr, None, deadline, known=known)
@@ -147,7 +164,7 @@ def release_ips(
                 out.append(ordinal)
             return out
 
-        freed, counts = _release_in_block(store, cidr, select, deadline, release_empty_for)
+        freed, counts, _ = _release_in_block(store, cidr, select, deadline, release_empty_for)
         released += freed
         for handle_id, count in counts.items():
             if handle_id:

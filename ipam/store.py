@@ -54,6 +54,31 @@ class Store:
         kv = self.backend.update(BlockKey(block.cidr), block.to_dict(), revision)
         return Versioned(block, kv.revision)
 
+    @property
+    def can_write_both(self) -> bool:
+        """Whether the backend writes a new handle and a block in one transaction (etcd)."""
+        return hasattr(self.backend, "create_and_update") and hasattr(self.backend, "update_and_delete")
+
+    def create_handle_and_update_block(self, handle_id: str, counts: dict[str, int], block: AllocationBlock,
+                                       revision: str) -> Versioned[AllocationBlock]:
+        """A new handle and the block allocating to it, in one transaction
+        (needs :attr:`can_write_both`): both or neither. Raises AlreadyExists
+        (the handle) or Conflict/NotFound (the block)."""
+        handle = IPAMHandle(handle_id=handle_id, block=dict(counts))
+        blk.bump_sequence(block)
+        rev = self.backend.create_and_update(  # type: ignore[attr-defined]
+            HandleKey(handle_id), handle.to_dict(), BlockKey(block.cidr), block.to_dict(), revision)
+        return Versioned(block, rev)
+
+    def update_block_and_delete_handle(self, block: AllocationBlock, revision: str, handle_id: str,
+                                       handle_revision: str) -> Versioned[AllocationBlock]:
+        """The block releasing a handle's last addresses and the handle's
+        deletion, in one transaction (needs :attr:`can_write_both`)."""
+        blk.bump_sequence(block)
+        rev = self.backend.update_and_delete(  # type: ignore[attr-defined]
+            BlockKey(block.cidr), block.to_dict(), revision, HandleKey(handle_id), handle_revision)
+        return Versioned(block, rev)
+
     def delete_block(self, cidr: str, revision: str) -> None:
         self.backend.delete(BlockKey(cidr), revision)
 

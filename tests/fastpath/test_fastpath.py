@@ -236,3 +236,31 @@ def test_kill_service_during_20_concurrent_adds(netconf, cni_path, own_service, 
     assert endpoints(etcd_backend) == []
     assert not {link for link in cali_links() if link.startswith("calikill-")}
     assert etcd_backend.list(ListOptions("WorkloadEndpoint")).items == []
+
+
+def test_add_del_via_service_on_the_kubernetes_datastore(request, tmp_path, cni_path, cni_service, node) -> None:  # type: ignore[no-untyped-def]
+    """The service's per-request batched read is an etcd feature; on the
+    Kubernetes datastore its reads go one by one (and still give the same result)."""
+    from tests.kubernetes.fixtures import make_datastore
+    from tests.support.pools import create_pool
+
+    ds = make_datastore("kubernetes", request, str(tmp_path))
+    try:
+        create_pool(ds.backend, "kdd-fast-pool", "10.126.0.0/16")
+        conf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", **ds.netconf,
+                "nodename": node, "log_level": "debug", "log_file_path": str(tmp_path / "cni.log"),
+                "ipam_lock_file": str(tmp_path / "ipam.lock"), "ipam": {"type": "calico-ipam"}}
+        cni_args = k8s_args("kdd-fast")
+        ds.prepare_from_cni_args(cni_args, node)
+        with Netns() as ns:
+            kw = dict(container_id=f"kddfast{os.urandom(3).hex()}", netns=ns.path, cni_args=cni_args,
+                      extra_env=cni_service.env)
+            before = cni_service.served()
+            add = exec_plugin(cni_path, "calico", "ADD", conf, **kw)
+            assert add.ok, add.stdout + add.stderr
+            assert add.json["ips"][0]["address"].startswith("10.126.")
+            assert exec_plugin(cni_path, "calico", "DEL", conf, **kw).ok
+            assert cni_service.served() == before + 2
+        assert allocations(ds.backend) == [] and handles(ds.backend) == []
+    finally:
+        ds.cleanup()
