@@ -14,6 +14,68 @@ HEALTH_PORT = 9099
 METRICS_PORT = 9091
 
 
+def netns_http(netns: str, port: int, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:<port><path> inside ``netns``: (status, body), (0, "") when unreachable."""
+    try:
+        sock = connect_in_netns(f"/var/run/netns/{netns}", ("127.0.0.1", port), timeout=2)
+    except OSError:
+        return 0, ""
+    try:
+        sock.settimeout(5)
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except OSError:
+        return 0, ""
+    finally:
+        sock.close()
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    try:
+        return int(head.split()[1]), body.decode(errors="replace")
+    except (IndexError, ValueError):
+        return 0, ""
+
+
+class NodeTypha:
+    """calico-typha inside a node's netns, serving on the node's address."""
+
+    PORT = 5473
+    HEALTH_PORT = 9098
+
+    def __init__(self, node: SimNode) -> None:
+        self.node = node
+        self.addr = f"{node.ip}:{self.PORT}"
+        self.log_path = os.path.join(node.workdir, "typha.log")
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": node.cluster.etcd_endpoint,
+            "TYPHA_SERVERHOST": "0.0.0.0", "TYPHA_SERVERPORT": str(self.PORT),
+            "TYPHA_HEALTHENABLED": "true", "TYPHA_HEALTHHOST": "127.0.0.1", "TYPHA_HEALTHPORT": str(self.HEALTH_PORT),
+            "TYPHA_LOGSEVERITYSCREEN": "INFO", "TYPHA_SHUTDOWNTIMEOUTSECS": "0",
+        }
+        self.proc: NetnsProcess | None = None
+
+    def start(self, timeout: float = 60) -> "NodeTypha":
+        self.proc = NetnsProcess(self.node.netns, [os.path.join(VENV_BIN, "calico-typha")], self.log_path, self.env)
+        deadline = time.monotonic() + timeout
+        while netns_http(self.node.netns, self.HEALTH_PORT, "/readiness")[0] != 200:
+            if not self.proc.alive() or time.monotonic() > deadline:
+                raise AssertionError(f"Typha not ready:\n{self.proc.log()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+
 class NodeFelix:
     def __init__(self, node: SimNode, extra_env: dict[str, str] | None = None) -> None:
         self.node = node
@@ -54,25 +116,7 @@ class NodeFelix:
             self.proc = None
 
     def http(self, port: int, path: str) -> tuple[int, str]:
-        try:
-            sock = connect_in_netns(f"/var/run/netns/{self.node.netns}", ("127.0.0.1", port), timeout=2)
-        except OSError:
-            return 0, ""
-        try:
-            sock.settimeout(5)
-            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except OSError:
-            return 0, ""
-        finally:
-            sock.close()
-        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-        try:
-            return int(head.split()[1]), body.decode(errors="replace")
-        except (IndexError, ValueError):
-            return 0, ""
+        return netns_http(self.node.netns, port, path)
 
     def applied_revision(self) -> int:
         status, body = self.http(METRICS_PORT, "/metrics")

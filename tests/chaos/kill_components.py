@@ -1,12 +1,15 @@
-"""Scenario: kill -9 Felix, BIRD and confd in turn while pods come and go.
+"""Scenario: kill -9 Felix, Typha, BIRD and confd in turn while pods come and go.
 
-Two simulated nodes run confd + BIRD; node 1 also runs Felix. Pod A keeps an
+Two simulated nodes run confd + BIRD; node 2 runs Typha and node 1 runs Felix
+with TyphaAddr pointing at it. Pod A keeps an
 established TCP connection to pod B (both on node 1) and sends through it
 every 0.2 s for the whole run. In turn:
 
 * Felix is SIGKILLed; while it is down a pod is added and one removed; the
   test restarts it (as a supervisor would) and waits until it has applied
   the latest revision.
+* Typha is SIGKILLed; a change is made while it is down; the test restarts it
+  and Felix reconnects and applies the change.
 * BIRD is SIGKILLed; confd (its supervisor) restarts it; node 1 re-learns
   node 2's block route.
 * confd is SIGKILLed (BIRD keeps running); a block is claimed for node 1 while
@@ -27,7 +30,7 @@ import time
 import uuid
 
 from tests.chaos.etcd_kill import Attempt, _gc_and_check, classify
-from tests.chaos.felix_node import NodeFelix, allow_all_profile
+from tests.chaos.felix_node import NodeFelix, NodeTypha, allow_all_profile
 from tests.chaos.slow_datastore import allow_all_profile_update
 from tests.chaos.report import ChaosReport
 from tests.support.nodes import Cluster, NetnsProcess, connect_in_netns, ip, netns_exec, wait_for
@@ -92,7 +95,7 @@ def _add(a: Attempt) -> Attempt:
 
 
 def run() -> ChaosReport:
-    report = ChaosReport("kill -9 Felix, BIRD, confd in turn while pods come and go")
+    report = ChaosReport("kill -9 Felix, Typha, BIRD, confd in turn while pods come and go")
     converge: dict[str, float] = {}
     with Cluster() as cluster:
         cluster.create_pool(POOL)
@@ -100,7 +103,8 @@ def run() -> ChaosReport:
         n1, n2 = cluster.add_node("kc-1"), cluster.add_node("kc-2")
         n1.start_confd()
         n2.start_confd()
-        felix = NodeFelix(n1).start()
+        typha = NodeTypha(n2).start()
+        felix = NodeFelix(n1, {"FELIX_TYPHAADDR": typha.addr}).start()
         attempts: list[Attempt] = []
         deleted: set[str] = set()
         echo: NetnsProcess | None = None
@@ -144,6 +148,19 @@ def run() -> ChaosReport:
                                       .returncode == 0, 30, what="pod-a -> pod added while Felix was down"):
                 report.succeeded += 1
 
+            # Typha (Felix's only view of the datastore; the test is Typha's supervisor).
+            typha.kill9()
+            marker = allow_all_profile_update(cluster, "while-typha-down")
+            time.sleep(2)
+            t0 = time.monotonic()
+            typha.start()
+            felix.wait(marker, timeout=120)
+            converge["Typha"] = time.monotonic() - t0
+            connects = felix.log().count(f"connected to Typha {typha.addr}")
+            report.notes.append(f"Felix sessions with Typha: {connects}")
+            if connects < 2:
+                report.failed_badly += 1
+
             # BIRD (confd restarts it).
             old = n1.bird_pid()
             assert old is not None
@@ -175,6 +192,7 @@ def run() -> ChaosReport:
             if echo is not None:
                 echo.stop()
             felix.stop()
+            typha.stop()
         report.attempted += flow.sent if flow else 0
         report.succeeded += flow.ok if flow else 0
         report.failed_badly += len(flow.failures) if flow else 0

@@ -37,3 +37,4 @@ class ChaosReport:
         assert self.duplicates == 0, self.table()
         assert self.leaks_after_gc == 0, self.table()
         assert self.succeeded + self.failed_cleanly == self.attempted, self.table()
+        assert self.converge_s != float("inf"), "did not converge\n" + self.table()

@@ -53,7 +53,7 @@ def run(delay_ms: int = 300, slow_adds: int = 4, partition_s: float = 8.0) -> Ch
         node = cluster.add_node("slow-0")
         proxy = LatencyProxy(node.netns, cluster.fabric, (cluster.fabric_ip, 2379), 0.0)
         ENDPOINT[node.name] = proxy.endpoint
-        felix = NodeFelix(node, {"ETCD_ENDPOINTS": proxy.endpoint}).start()
+        felix = NodeFelix(node, {"ETCD_ENDPOINTS": proxy.endpoint, "FELIX_LOGSEVERITYSCREEN": "Debug"}).start()
         attempts: list[Attempt] = []
         try:
             first = _attempt(node, "warm")

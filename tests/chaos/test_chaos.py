@@ -24,7 +24,7 @@ def test_slow_datastore() -> None:
     assert report.succeeded >= 1
 
 
-def test_kill_felix_bird_confd_in_turn() -> None:
+def test_kill_felix_typha_bird_confd_in_turn() -> None:
     from tests.chaos import kill_components
 
     report = kill_components.run()
