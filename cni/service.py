@@ -17,7 +17,7 @@ request runs in its own thread. The socket is root-only (0600).
 On etcd, a request's first reads (cluster configuration, IP pools, the
 network's Profile, the attachment's WorkloadEndpoint and IPAM handles) are one
 batched transaction taken when the request first asks for any of them, so an
-ADD costs 5 etcd requests (standalone: 11) and a DEL 5 (standalone: 6);
+ADD costs 5 etcd requests (standalone: 10) and a DEL 4 (standalone: 5);
 ``bench/cni_fastpath.py`` counts them from etcd's own metrics.
 """
 from __future__ import annotations
