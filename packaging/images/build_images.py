@@ -86,7 +86,10 @@ def image_ref(name: str) -> str:
 def buildah(work: str, *args: str, capture: bool = False) -> str:
     cmd = ["buildah", "--storage-driver", "vfs", "--root", os.path.join(work, "storage"),
            "--runroot", os.path.join(work, "run"), *args]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tmp = os.path.join(work, "tmp")  # buildah's scratch files (default /var/tmp)
+    os.makedirs(tmp, exist_ok=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, TMPDIR=tmp))
     if proc.returncode != 0:
         raise SystemExit(f"packaging/images/build: {' '.join(cmd)} failed ({proc.returncode}):\n"
                          f"{proc.stderr[-4000:]}{proc.stdout[-2000:]}")

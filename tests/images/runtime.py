@@ -78,8 +78,10 @@ def http_get_in_netns(netns: str, port: int, path: str, timeout: float = 2.0) ->
     try:
         sock.settimeout(timeout)
         sock.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
-        head = sock.recv(64).decode(errors="replace")
-        parts = head.split()
+        reply = b""
+        while chunk := sock.recv(4096):  # read it all: closing early resets the server's write
+            reply += chunk
+        parts = reply.decode(errors="replace").split()
         return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
     except OSError:
         return None
