@@ -4,7 +4,7 @@ Inputs are the ``cni_netconf`` seed corpus mutated here (a seeded mutator:
 JSON-aware field replacement and raw byte edits; atheris' mutator only runs
 inside its in-process loop, which cannot drive a process per input), a bounded
 number of cases (``PYCALICO_FUZZ_EXECS``,
-default 30; ``PYCALICO_FUZZ_SEED`` picks the sequence). The rule checked is the
+default 30; ``PYCALICO_FUZZ_EXEC_SEED`` picks the sequence). The rule checked is the
 CNI spec's: stdout is exactly one JSON document -- a result on success (or
 nothing, for a successful DEL/GC), the spec's error object (``code``, ``msg``)
 on failure -- never a traceback; and no input reaches code 199 ("internal
@@ -34,7 +34,7 @@ from tests.support.pools import create_pool
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXECS = int(os.environ.get("PYCALICO_FUZZ_EXECS", "30"))
-SEED = int(os.environ.get("PYCALICO_FUZZ_SEED", "13"))
+SEED = int(os.environ.get("PYCALICO_FUZZ_EXEC_SEED", "13"))
 _PATH_FIELDS = ("log_file_path", "ipam_lock_file", "nodename_file", "etcd_key_file", "etcd_cert_file",
                 "etcd_ca_cert_file")
 

@@ -6,7 +6,9 @@ crashing input is copied next to the test's tmp dir and its path printed, to be
 added to ``tests/fuzz/corpus/<target>/`` once fixed.
 
 ``PYCALICO_FUZZ_SECONDS`` sets the fuzzing time per target (default 6; with
-start-up about 1.5 minutes for all targets on a loaded 2-core machine). For a long run by hand::
+start-up about 1.5 minutes for all targets on a loaded 2-core machine);
+``PYCALICO_FUZZ_SEED`` libFuzzer's seed (default 1, so a CI run is
+reproducible; 0 picks a random one). For a long run by hand::
 
     python -m tests.fuzz.run selector -max_total_time=600 /tmp/work tests/fuzz/corpus/selector
 """
@@ -25,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CORPUS = os.path.join(HERE, "corpus")
 SECONDS = int(os.environ.get("PYCALICO_FUZZ_SECONDS", "6"))
+SEED = int(os.environ.get("PYCALICO_FUZZ_SEED", "1"))  # libFuzzer's seed: CI runs are reproducible
 
 
 def _corpus(target: str) -> list[str]:
@@ -50,7 +53,7 @@ def test_fuzz(target: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     work.mkdir()
     cmd = [
         sys.executable, "-m", "tests.fuzz.run", target,
-        f"-max_total_time={SECONDS}", "-max_len=4096", "-timeout=20", "-rss_limit_mb=1024",
+        f"-max_total_time={SECONDS}", f"-seed={SEED}", "-max_len=4096", "-timeout=20", "-rss_limit_mb=1024",
         f"-artifact_prefix={tmp_path}/", "-print_final_stats=1",
         str(work), os.path.join(CORPUS, target),
     ]
