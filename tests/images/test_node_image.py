@@ -31,6 +31,8 @@ from tests.support.cni_exec import REPO
 from tests.support.nodes import Cluster, wait_for
 
 pytestmark = [
+    # The first test's setup may build the frozen bundle and the images (cold: 1.5-4 min here).
+    pytest.mark.timeout(600),
     pytest.mark.etcd,
     pytest.mark.netns,
     pytest.mark.skipif(not (shutil.which("containerd") and shutil.which("runc") and os.path.exists("/bin/busybox")),
