@@ -51,8 +51,25 @@ BUNDLE_DIR = "/opt/pycalico"
 # Programs of the bundle that get a /usr/bin link (argv[0] picks the program;
 # the bootloader finds _internal/ through /proc/self/exe, so links work).
 BUNDLE_LINKS = ("calico-felix", "calico-confd", "calico-typha", "calicoctl")
-# The node image's host programs (with their libraries).
-NODE_EXECUTABLES = ("/usr/sbin/bird", "/usr/sbin/birdcl", "/usr/sbin/nft", "/usr/bin/ip")
+# The node image's host programs (with their libraries). iptables + ipset are
+# for Felix's iptables data plane (FELIX_NFTABLESMODE=Disabled) and for its
+# clean-up of the other back end at start; their match/target modules are
+# dlopen()ed from the xtables dir.
+NODE_EXECUTABLES = ("/usr/sbin/bird", "/usr/sbin/birdcl", "/usr/sbin/nft", "/usr/bin/ip",
+                    "/usr/sbin/xtables-nft-multi", "/usr/sbin/xtables-legacy-multi", "/usr/sbin/ipset")
+IPTABLES_LINKS = tuple(f"/usr/sbin/{family}{suffix}" for family in ("iptables", "ip6tables")
+                       for suffix in ("", "-save", "-restore", "-nft", "-nft-save", "-nft-restore",
+                                      "-legacy", "-legacy-save", "-legacy-restore"))
+XTABLES_MODULES = "/usr/lib/x86_64-linux-gnu/xtables"
+# Run in a chroot of each staged image after staging: a missing library fails the build.
+SMOKE = {
+    "base": (["/opt/pycalico/calico"], {"CNI_COMMAND": "VERSION"}, "supportedVersions"),
+    "node": [(["/usr/sbin/nft", "--version"], {}, "nftables"), (["/usr/bin/ip", "-V"], {}, "iproute2"),
+             (["/usr/sbin/bird", "--version"], {}, "BIRD"), (["/usr/sbin/birdcl", "-h"], {}, "Usage"),
+             (["/usr/sbin/iptables", "--version"], {}, "iptables"), (["/usr/sbin/ipset", "--version"], {}, "ipset"),
+             (["/usr/bin/sh", "-c", "echo ok"], {}, "ok"),
+             (["/usr/bin/calico-felix", "--help"], {}, "calico-felix")],
+}
 BUSYBOX = "/bin/busybox"
 BUSYBOX_APPLETS = ("sh", "cat", "date", "echo", "kill", "ls", "mkdir", "ps", "rm", "sleep", "test",
                    "wget", "ping", "grep", "sed", "tail", "head", "env", "id", "pidof", "true", "false")
@@ -101,7 +118,8 @@ def buildah(work: str, *args: str, capture: bool = False) -> str:
 
 def host_inputs() -> list[str]:
     plugins = [os.path.join(REFERENCE_PLUGINS_DIR, p) for p in REFERENCE_PLUGINS]
-    return [*NODE_EXECUTABLES, BUSYBOX, *plugins]
+    modules = [os.path.join(XTABLES_MODULES, m) for m in sorted(os.listdir(XTABLES_MODULES))]
+    return [*NODE_EXECUTABLES, BUSYBOX, *plugins, *modules]
 
 
 def stat_key(path: str) -> str:
@@ -162,7 +180,11 @@ def stage_base(bundle: str, root: str) -> RootFS:
 
 def stage_node(root: str) -> RootFS:
     fs = RootFS(root)
-    fs.add_executables(NODE_EXECUTABLES)
+    modules = [os.path.join(XTABLES_MODULES, m) for m in sorted(os.listdir(XTABLES_MODULES))]
+    fs.add_executables([*NODE_EXECUTABLES, *modules])
+    for link in IPTABLES_LINKS:  # through /etc/alternatives, as installed here
+        if os.path.lexists(link):
+            fs.add_host_path(link)
     fs.add_host_path(BUSYBOX)
     for applet in BUSYBOX_APPLETS:
         fs.symlink(f"/usr/bin/{applet}", "busybox")
@@ -177,6 +199,36 @@ def stage_node(root: str) -> RootFS:
 
 
 # -- build -------------------------------------------------------------------------------------
+
+
+def smoke_test(context: str) -> None:
+    """Run each image's programs in a chroot of its layers (an overlay of the
+    staged dirs, in a private mount namespace with /proc): a library the
+    staging missed fails here, not in a container."""
+    import shlex
+
+    lines = ["set -e", f"cd {shlex.quote(context)}"]
+    for image, layers in (("base", ""), ("node", "node:base")):
+        merged = f"merged-{image}" if layers else image
+        if layers:  # a read-only overlay needs two lower dirs or more
+            lines += [f"mkdir -p {merged}", f"mount -t overlay overlay -o lowerdir={layers} {merged}"]
+        lines.append(f"mount -t proc proc {merged}/proc")
+        checks = SMOKE[image] if isinstance(SMOKE[image], list) else [SMOKE[image]]
+        for argv, env, expect in checks:  # type: ignore[misc]
+            cmd = " ".join(shlex.quote(a) for a in argv)
+            envs = " ".join(f"{k}={v}" for k, v in env.items())
+            lines.append(f"out=$(env -i PATH=/usr/sbin:/usr/bin {envs} chroot {merged} {cmd} "
+                         f"</dev/null 2>&1) || true")
+            lines.append(f'case "$out" in *{shlex.quote(expect)}*) ;; '
+                         f'*) echo "{image}: {cmd}: $out" >&2; exit 1 ;; esac')
+        lines.append(f"umount {merged}/proc")
+        if layers:
+            lines.append(f"umount {merged}")
+    os.makedirs(os.path.join(context, "base", "proc"), exist_ok=True)
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(lines)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"packaging/images/build: smoke test failed: {proc.stderr[-3000:]}")
 
 
 def archive_sizes(path: str) -> dict[str, int]:
@@ -211,6 +263,9 @@ def build_all(bundle: str, out: str, work: str) -> dict[str, object]:
     base = stage_base(bundle, os.path.join(context, "base"))
     node = stage_node(os.path.join(context, "node"))
     timings["stage"] = time.monotonic() - t0
+    t = time.monotonic()
+    smoke_test(context)
+    timings["smoke"] = time.monotonic() - t
     host_files = {p: stat_key(p) for p in sorted(base.host_files | node.host_files) if not p.startswith(bundle)}
 
     common = ["--format", "oci", "--timestamp", "0", "--pull=never", "--quiet",
