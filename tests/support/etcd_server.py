@@ -106,3 +106,18 @@ class EtcdServer:
 def wipe_calico(backend) -> None:  # type: ignore[no-untyped-def]
     """Delete every key under /calico/ through an EtcdBackend (test isolation)."""
     backend._post("/kv/deleterange", {"key": "L2NhbGljby8=", "range_end": "L2NhbGljbzA="})  # /calico/ .. /calico0
+
+
+def kv_requests(endpoint: str) -> int:
+    """KV requests (Range, Txn, Put, DeleteRange) this etcd has handled so far,
+    from its own metrics: tests and benches count round trips with it."""
+    import urllib.request
+
+    with urllib.request.urlopen(endpoint + "/metrics", timeout=5) as resp:
+        body = resp.read().decode()
+    total = 0
+    for line in body.splitlines():
+        if line.startswith("grpc_server_handled_total{") and 'grpc_service="etcdserverpb.KV"' in line \
+                and 'grpc_method="Compact"' not in line:
+            total += int(float(line.rpartition(" ")[2]))
+    return total
