@@ -30,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from tests.support.cni_exec import REFERENCE_PLUGINS, exec_plugin, make_cni_path  # noqa: E402
-from tests.support.etcd_server import EtcdServer  # noqa: E402
+from tests.support.etcd_server import EtcdServer, kv_requests as etcd_requests  # noqa: E402
 
 REF = "bridge+host-local (Go)"
 STANDALONE = "calico standalone"
@@ -61,20 +61,6 @@ def add_del(cni_path: str, plugin: str, conf: dict[str, Any], env: dict[str, str
         return add_ms, del_ms
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
-
-
-def etcd_requests(endpoint: str) -> int:
-    """KV requests etcd has handled so far (Range, Txn, Put, DeleteRange)."""
-    import urllib.request
-
-    with urllib.request.urlopen(endpoint + "/metrics", timeout=5) as resp:
-        body = resp.read().decode()
-    total = 0
-    for line in body.splitlines():
-        if line.startswith("grpc_server_handled_total{") and 'grpc_service="etcdserverpb.KV"' in line \
-                and 'grpc_method="Compact"' not in line:
-            total += int(float(line.rpartition(" ")[2]))
-    return total
 
 
 def round_trips(endpoint: str, cni_path: str, conf: dict[str, Any], env: dict[str, str]) -> tuple[int, int]:

@@ -264,3 +264,24 @@ def test_add_del_via_service_on_the_kubernetes_datastore(request, tmp_path, cni_
         assert allocations(ds.backend) == [] and handles(ds.backend) == []
     finally:
         ds.cleanup()
+
+
+def test_etcd_requests_per_add_and_del(netconf, cni_path, cni_service, etcd_server) -> None:  # type: ignore[no-untyped-def]
+    """The service's ADD and DEL cost 5 and 4 etcd requests (standalone: 13 and
+    8 before the batched reads and two-key transactions), counted by etcd
+    itself; a regression here is a round trip added to every pod."""
+    from tests.support.etcd_server import kv_requests as etcd_requests
+
+    with Netns() as ns:
+        kw = dict(container_id=f"rtt{os.urandom(3).hex()}", netns=ns.path, cni_args=k8s_args("rtt"),
+                  extra_env=cni_service.env)
+        assert exec_plugin(cni_path, "calico", "ADD", netconf, **kw).ok  # warm: pools, block claimed
+        assert exec_plugin(cni_path, "calico", "DEL", netconf, **kw).ok
+        counts = {}
+        for command in ("ADD", "DEL"):
+            before = etcd_requests(etcd_server.endpoint)
+            res = exec_plugin(cni_path, "calico", command, netconf, **kw)
+            assert res.ok, res.stdout + res.stderr
+            counts[command] = etcd_requests(etcd_server.endpoint) - before
+    print(f"\netcd requests via the service: {counts}")
+    assert counts["ADD"] <= 5 and counts["DEL"] <= 4, counts
