@@ -118,9 +118,9 @@ __all__ = ["sys"]
 
 @pytest.fixture
 def datastore(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
-    """The fast-path tests run on etcd only (this overrides the etcd/kubernetes
-    parametrization of tests/cni's fixtures); the Kubernetes-datastore variant
-    of the fast path is not covered yet."""
+    """The fast-path suites run on etcd (this overrides the etcd/kubernetes
+    parametrization of tests/cni's fixtures); the Kubernetes datastore through
+    the service is covered by one ADD/DEL test of its own (test_fastpath.py)."""
     from tests.kubernetes.fixtures import make_datastore
 
     ds = make_datastore("etcd", request, str(tmp_path))
