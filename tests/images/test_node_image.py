@@ -10,6 +10,7 @@ test-owned "host" dirs; the node image's supervisor starts Felix and confd
 ``ctr run --cni`` get addresses from calico-ipam and ping each other; a deny
 policy applied with the pycalico-ctl container (as nobody) makes the ping
 fail; Felix killed inside the container is restarted by the supervisor.
+Run once per Felix data plane the image carries (nftables, iptables).
 """
 from __future__ import annotations
 
@@ -117,7 +118,9 @@ def read(path: str) -> str:
         return ""
 
 
-def test_node_image_networks_pods_and_enforces_policy(images, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("dataplane", ["nftables", "iptables"])
+def test_node_image_networks_pods_and_enforces_policy(  # type: ignore[no-untyped-def]
+        images, tmp_path, dataplane: str) -> None:
     node_ref, ctl_ref, typha_ref = (images[n].ref for n in ("pycalico-node", "pycalico-ctl", "pycalico-typha"))
     host = {d: str(tmp_path / d.strip("/").replace("/", "-")) for d in (
         "/opt/cni/bin", "/etc/cni/net.d", "/var/run/calico", "/var/lib/calico", "/var/log/calico")}
@@ -146,7 +149,8 @@ def test_node_image_networks_pods_and_enforces_policy(images, tmp_path) -> None:
                 mounts={"/host/opt/cni/bin": host["/opt/cni/bin"], "/host/etc/cni/net.d": host["/etc/cni/net.d"]},
                 privileged=True)
             assert install.returncode == 0, install.stderr + install.stdout
-            assert {"calico", "calico-ipam", "portmap", "bandwidth", "loopback"} <= set(os.listdir(host["/opt/cni/bin"]))
+            installed = set(os.listdir(host["/opt/cni/bin"]))
+            assert {"calico", "calico-ipam", "portmap", "bandwidth", "loopback"} <= installed
             with open(os.path.join(host["/etc/cni/net.d"], "10-calico.conflist")) as f:
                 network = json.load(f)["name"]
 
@@ -160,7 +164,8 @@ def test_node_image_networks_pods_and_enforces_policy(images, tmp_path) -> None:
                 ctrd, node_ref, node_name, log_path=str(tmp_path / "calico-node.log"), mounts=mounts,
                 readonly=("/lib/modules",), privileged=True,
                 env={**datastore, "NODENAME": node.name, "FELIX_HEALTHENABLED": "true",
-                     "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT", "CALICO_NETWORKING_BACKEND": "bird"})
+                     "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT", "CALICO_NETWORKING_BACKEND": "bird",
+                     "FELIX_NFTABLESMODE": "Enabled" if dataplane == "nftables" else "Disabled"})
 
             def node_log() -> str:
                 return read(str(tmp_path / "calico-node.log"))[-6000:]
@@ -224,5 +229,5 @@ def test_node_image_networks_pods_and_enforces_policy(images, tmp_path) -> None:
             wait_for(lambda: task_pid(ctrd, node_name) is None, 30, what="node container stopped\n" + node_log())
             assert "all services stopped" in read(str(tmp_path / "calico-node.log"))
             assert not os.path.exists(pid_file)
-    print(f"\nimages: import {timings['import']:.1f}s; node container start -> Felix ready "
+    print(f"\n{dataplane}: images import {timings['import']:.1f}s; node container start -> Felix ready "
           f"{timings['felix_ready']:.1f}s")
