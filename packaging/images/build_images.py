@@ -18,7 +18,7 @@ for byte the same blob in each archive: containerd stores it once.
 
 Cache: ``$PYCALICO_CACHE/images/<hash>/`` where the hash covers the bundle's
 BUILD-ID (``PYCALICO_BUNDLE=<dir>`` uses a given bundle instead of running
-packaging/build), every file of packaging/images/, buildah's version and the size
+packaging/build), every file of packaging/images/ but the docs, buildah's version and the size
 and mtime of each host file named below; a hit also re-checks every host
 file that was copied (the libraries too). ``$PYCALICO_CACHE/images/current``
 points at the newest build. buildah's storage (driver vfs) is a throwaway
@@ -133,7 +133,7 @@ def input_hash(bundle: str) -> str:
         digest.update(f"bundle {f.read().strip()}\nversion {version()}\n".encode())
     for root, dirs, names in os.walk(HERE):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(names):
+        for name in sorted(n for n in names if not n.endswith(".md")):  # docs do not change images
             path = os.path.join(root, name)
             with open(path, "rb") as f:
                 digest.update(os.path.relpath(path, HERE).encode() + b"\0" + hashlib.sha256(f.read()).digest())
