@@ -186,6 +186,10 @@ def run() -> ChaosReport:
             n2.wait_route(new_block, via=n1.ip, timeout=60)
             converge["confd"] = time.monotonic() - t0
             time.sleep(1)  # the flow gets a few more round trips after the last restart
+        except BaseException:
+            for x in attempts:  # the cluster removes node netns, not the pods' own
+                ip("netns", "del", x.netns, check=False)
+            raise
         finally:
             if flow is not None:
                 flow.stop()
