@@ -199,6 +199,11 @@ def load_yaml_documents(text: str) -> list[dict[str, Any]]:
 
     A YAML document may itself be a sequence of resources (what ``calicoctl
     get -o yaml`` prints for several results); its items are flattened in."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as e:  # undecodable input bytes (stdin decodes with surrogateescape)
+            raise ResourceError(f"cannot parse YAML: not valid UTF-8 at character {e.start}") from None
     stripped = text.lstrip()
     docs: list[Any] | None = None
     if stripped.startswith(("{", "[")):
