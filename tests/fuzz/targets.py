@@ -120,12 +120,8 @@ def resources(data: bytes) -> None:
     from calicoctl.resources import NamespaceArgs, validate_document
     from datastore.models import ResourceError, dump_resource, load_resource, load_yaml_documents
 
-    try:
-        text = data.decode("utf-8")  # calicoctl reads files strictly (else FileInvalid)
-    except UnicodeDecodeError:
-        return
-    try:
-        docs = load_yaml_documents(text)
+    try:  # calicoctl reads files strictly (else FileInvalid), stdin as Python does (surrogateescape)
+        docs = load_yaml_documents(data.decode("utf-8", "surrogateescape"))
     except ResourceError:
         return
     for doc in docs[:20]:
