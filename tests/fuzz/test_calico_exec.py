@@ -1,10 +1,11 @@
-"""Exec the real ``calico`` entry point with fuzzed stdin and environment.
+"""Exec the real ``calico`` and ``calico-ipam`` entry points with fuzzed stdin and environment.
 
 Inputs are the ``cni_netconf`` seed corpus mutated here (a seeded mutator:
 JSON-aware field replacement and raw byte edits; atheris' mutator only runs
 inside its in-process loop, which cannot drive a process per input), a bounded
 number of cases (``PYCALICO_FUZZ_EXECS``,
-default 30; ``PYCALICO_FUZZ_EXEC_SEED`` picks the sequence). The rule checked is the
+default 60, two thirds of that for calico-ipam; ``PYCALICO_FUZZ_EXEC_SEED``
+picks the sequence). The rule checked is the
 CNI spec's: stdout is exactly one JSON document -- a result on success (or
 nothing, for a successful DEL/GC), the spec's error object (``code``, ``msg``)
 on failure -- never a traceback; and no input reaches code 199 ("internal
@@ -33,7 +34,7 @@ from tests.support.netns import Netns
 from tests.support.pools import create_pool
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXECS = int(os.environ.get("PYCALICO_FUZZ_EXECS", "30"))
+EXECS = int(os.environ.get("PYCALICO_FUZZ_EXECS", "60"))
 SEED = int(os.environ.get("PYCALICO_FUZZ_EXEC_SEED", "13"))
 _PATH_FIELDS = ("log_file_path", "ipam_lock_file", "nodename_file", "etcd_key_file", "etcd_cert_file",
                 "etcd_ca_cert_file")
@@ -149,7 +150,8 @@ def _check_output(command: str, rc: int, stdout: str, case: str) -> dict[str, An
 
 @pytest.mark.etcd
 @pytest.mark.netns
-def test_calico_exec_fuzzed_input(private_etcd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("plugin", ["calico", "calico-ipam"])
+def test_exec_fuzzed_input(plugin: str, private_etcd, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from datastore.etcd import EtcdBackend
 
     backend = EtcdBackend(private_etcd.endpoint)
@@ -166,7 +168,8 @@ def test_calico_exec_fuzzed_input(private_etcd, tmp_path) -> None:  # type: igno
     codes: dict[int, int] = {}
     with Netns("pcfz") as ns:
         try:
-            for i in range(EXECS):
+            cases = EXECS if plugin == "calico" else EXECS * 2 // 3
+            for i in range(cases):
                 env, stdin = _mutate(rng, seeds)
                 stdin = _sanitise(stdin, str(tmp_path), private_etcd.endpoint, rng)
                 env = {k: v for k, v in env.items() if k.startswith("CNI_") or k == "K8S_POD_NAME"}
@@ -180,7 +183,7 @@ def test_calico_exec_fuzzed_input(private_etcd, tmp_path) -> None:  # type: igno
                             "PYTHONDONTWRITEBYTECODE": "1",
                             "PYCALICO_CNI_SOCKET": "none", **env}
                 case = f"case {i}: env={env!r} stdin={stdin[:300]!r}"
-                proc = subprocess.run([str(bindir / "calico")], input=stdin, env=full_env,
+                proc = subprocess.run([str(bindir / plugin)], input=stdin, env=full_env,
                                       capture_output=True, timeout=120)
                 stdout = proc.stdout.decode("utf-8", "replace")
                 doc = _check_output(env.get("CNI_COMMAND", ""), proc.returncode, stdout, case)
@@ -199,7 +202,7 @@ def test_calico_exec_fuzzed_input(private_etcd, tmp_path) -> None:  # type: igno
             for a in added:  # undo what succeeded, then the netns takes any veth with it
                 env = json.loads(a["env"])
                 env["CNI_COMMAND"] = "DEL"
-                subprocess.run([str(bindir / "calico")], input=a["stdin"].encode(),
+                subprocess.run([str(bindir / plugin)], input=a["stdin"].encode(),
                                env={"PATH": os.environ.get("PATH", ""), "PYCALICO_CNI_SOCKET": "none", **env}, capture_output=True, timeout=120)
-    print(f"calico exec fuzz: {stats}, error codes {dict(sorted(codes.items()))}")
-    assert stats["cases"] == EXECS
+    print(f"{plugin} exec fuzz: {stats}, error codes {dict(sorted(codes.items()))}")
+    assert stats["cases"] == cases
