@@ -39,7 +39,10 @@ def find_plugin(name: str, path: list[str]) -> str:
     )
 
 
-def exec_ipam(args: CmdArgs, ipam_type: str, command: str, stdin: bytes | None = None) -> dict[str, Any] | None:
+def exec_ipam(args: CmdArgs, ipam_type: str, command: str, stdin: bytes | None = None,
+              backend: Any = None) -> dict[str, Any] | None:
+    """Run the IPAM plugin; ``backend``: the caller's datastore connection,
+    which an in-process calico-ipam borrows instead of opening its own."""
     plugin = find_plugin(ipam_type, args.path)
     if ipam_type == "calico-ipam":
         if hosting.inprocess_ipam is not None:
@@ -47,7 +50,7 @@ def exec_ipam(args: CmdArgs, ipam_type: str, command: str, stdin: bytes | None =
             return hosting.inprocess_ipam(args, command, stdin)
         environ = hosting.request_environ() or os.environ
         if environ.get(EXEC_ENV, "") not in ("1", "true"):
-            return run_calico_ipam(args, command, stdin)
+            return run_calico_ipam(args, command, stdin, backend)
     import subprocess
 
     env = _child_environ(dict(hosting.request_environ() or os.environ))
@@ -96,12 +99,29 @@ def ipam_environ(args: CmdArgs, command: str) -> dict[str, str]:
     }
 
 
-def run_calico_ipam(args: CmdArgs, command: str, stdin: bytes | None = None) -> dict[str, Any] | None:
+class _Borrowed:
+    """The caller's backend, lent to calico-ipam: its close() leaves the
+    connection to the owner (who closes it once, at the end)."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def close(self) -> None:
+        pass
+
+
+def run_calico_ipam(args: CmdArgs, command: str, stdin: bytes | None = None,
+                    backend: Any = None) -> dict[str, Any] | None:
     """What exec'ing calico-ipam does (same environment rewrite, same
     validation, same handlers, same errors), as a call in this process.
 
-    calico-ipam configures logging for itself; the caller's handlers and
-    level are put back afterwards."""
+    With ``backend`` (the caller's connection to the same datastore),
+    calico-ipam uses it rather than connecting again (one TCP, or TLS,
+    handshake less). calico-ipam configures logging for itself; the caller's
+    handlers and level are put back afterwards."""
     import logging
 
     from cni.errors import INTERNAL_ERROR, INVALID_ENVIRONMENT
@@ -110,8 +130,11 @@ def run_calico_ipam(args: CmdArgs, command: str, stdin: bytes | None = None) -> 
     data = args.stdin if stdin is None else stdin
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
+    lend = backend is not None and hosting.backend_factory is None
     try:
         ipam_args = read_args(ipam_environ(args, command), data)
+        if lend:
+            hosting.backend_factory = _lender(backend, ipam_args.conf)
         from ipam.plugin import HANDLERS
 
         handler = HANDLERS.get(ipam_args.command)
@@ -124,6 +147,8 @@ def run_calico_ipam(args: CmdArgs, command: str, stdin: bytes | None = None) -> 
         logging.getLogger("calico-ipam").exception("calico-ipam %s failed", command)
         raise CNIError(INTERNAL_ERROR, f"internal error in {IPAM_ABOUT}: {type(exc).__name__}", str(exc)) from None
     finally:
+        if lend:
+            hosting.backend_factory = None
         for handler_ in root.handlers:
             if handler_ not in saved_handlers:
                 handler_.close()
@@ -133,6 +158,19 @@ def run_calico_ipam(args: CmdArgs, command: str, stdin: bytes | None = None) -> 
         return None
     out = json.loads(json.dumps(result))  # exactly what would have crossed the pipe
     return out if isinstance(out, dict) else None
+
+
+def _lender(backend: Any, conf: dict[str, Any]) -> Any:
+    """A backend factory (hosting.connect) handing out ``backend`` for the
+    datastore ``conf`` names, and a new connection for any other."""
+    from datastore.config import DatastoreConfig, connect
+
+    own = DatastoreConfig.from_netconf(conf)
+
+    def factory(config: Any) -> Any:
+        return _Borrowed(backend) if config == own else connect(config)
+
+    return factory
 
 
 def _child_environ(env: dict[str, str]) -> dict[str, str]:

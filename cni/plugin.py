@@ -225,7 +225,7 @@ def _add(ctx: Context) -> dict[str, Any]:
         log.info("ADD repeated for %s but its interface is gone: recreating", ctx.workload.endpoint_name)
         return _setup_and_record(ctx, pod, release_on_failure=None)
 
-    ipam_result = exec_ipam(ctx.args, ipam_type, "ADD")
+    ipam_result = exec_ipam(ctx.args, ipam_type, "ADD", backend=ctx.backend)
     if ipam_result is None:
         raise CNIError(INVALID_NETWORK_CONFIG, f"IPAM plugin {ipam_type} returned nothing")
     try:
@@ -268,7 +268,7 @@ def _rollback(ctx: Context, pod: dataplane.PodNetwork, ipam_type: str | None, wr
 
 def _release(ctx: Context, ipam_type: str) -> None:
     try:
-        exec_ipam(ctx.args, ipam_type, "DEL")
+        exec_ipam(ctx.args, ipam_type, "DEL", backend=ctx.backend)
     except Exception:  # noqa: BLE001
         log.exception("rollback: IPAM release failed for %s", ctx.args.container_id)
 
@@ -311,7 +311,7 @@ def _del(ctx: Context) -> None:
     else:
         dataplane.teardown(ctx.workload.host_ifname, ctx.args.netns, ctx.args.ifname)
     if ctx.conf.ipam is not None:
-        exec_ipam(ctx.args, ctx.conf.ipam.type, "DEL")
+        exec_ipam(ctx.args, ctx.conf.ipam.type, "DEL", backend=ctx.backend)
     log.info("DEL %s done", ctx.workload.endpoint_name)
 
 
@@ -353,7 +353,7 @@ def _check(ctx: Context) -> None:
     pod = _pod_network(ctx, addresses)
     dataplane.check(pod, container_mac)
     if ctx.conf.ipam is not None:
-        exec_ipam(ctx.args, ctx.conf.ipam.type, "CHECK")
+        exec_ipam(ctx.args, ctx.conf.ipam.type, "CHECK", backend=ctx.backend)
 
 
 # -- STATUS / GC ---------------------------------------------------------------------

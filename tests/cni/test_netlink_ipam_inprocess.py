@@ -91,3 +91,38 @@ def test_ipam_errors_keep_their_codes(mode, wrapped_path, netconf, datastore, no
         gone = exec_plugin(cni_path, "calico", "ADD", netconf, container_id=cid, netns=ns.path, cni_args=args,
                            extra_env=env)
     assert not gone.ok and gone.json["code"] == 7 and "failed to find IPAM plugin" in gone.json["msg"], gone.stdout
+
+
+def test_inprocess_ipam_borrows_the_callers_connection(netconf, cni_path, backend) -> None:  # type: ignore[no-untyped-def]
+    """run_calico_ipam with the caller's backend: calico-ipam's datastore
+    calls go through it, and its close() does not close the caller's."""
+    import json
+
+    from cni import hosting
+    from cni.ipam_exec import exec_ipam
+    from cni.skel import read_args
+    from datastore.config import DatastoreConfig, connect
+
+    real = connect(DatastoreConfig.from_netconf(netconf))
+    used: list[str] = []
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            used.append(name)
+            return getattr(real, name)
+
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"brw{uuid.uuid4().hex[:8]}", "CNI_NETNS": "/var/run/netns/x",
+           "CNI_IFNAME": "eth0", "CNI_PATH": cni_path}
+    args = read_args(env, json.dumps(netconf).encode())
+    try:
+        result = exec_ipam(args, "calico-ipam", "ADD", backend=Recording())
+        assert result is not None and result["ips"], result
+        assert len(allocations(backend)) == 1
+        assert used and "close" not in used, used
+        assert hosting.backend_factory is None  # lent for the call only
+        used.clear()
+        assert exec_ipam(args, "calico-ipam", "DEL", backend=Recording()) is None
+        assert used and "close" not in used, used
+        assert allocations(backend) == [] and handles(backend) == []
+    finally:
+        real.close()
