@@ -1,7 +1,10 @@
 """Chaos at full size: kill -9 etcd during 100 concurrent ADDs on 4 simulated
-nodes (tests/chaos/etcd_kill.py; CI runs a smaller version). Run as root::
+nodes (tests/chaos/etcd_kill.py; CI runs a smaller version), or with
+``--datastore kubernetes`` kill -9 the kube-apiserver instead
+(tests/chaos/kdd_kill.py). Run as root::
 
-    .venv/bin/python bench/chaos_etcd_kill.py [--adds 100] [--nodes 4] [--workers 16] [--down 5] [--runs 1]
+    .venv/bin/python bench/chaos_etcd_kill.py [--datastore etcd|kubernetes] [--adds 100] [--nodes 4]
+        [--workers 16] [--down 5] [--runs 1]
 
 Prints the scenario table per run; exits non-zero when an invariant broke
 (a bad failure, a duplicate address, a leak after GC).
@@ -14,11 +17,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.chaos import etcd_kill  # noqa: E402
+from tests.chaos import etcd_kill, kdd_kill  # noqa: E402
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datastore", choices=("etcd", "kubernetes"), default="etcd")
     p.add_argument("--adds", type=int, default=100)
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--workers", type=int, default=16)
@@ -28,7 +32,8 @@ def main() -> None:
     args = p.parse_args()
     ok = True
     for _ in range(args.runs):
-        report = etcd_kill.run(args.adds, args.nodes, args.workers, args.kill_after, args.down)
+        scenario = etcd_kill if args.datastore == "etcd" else kdd_kill
+        report = scenario.run(args.adds, args.nodes, args.workers, args.kill_after, args.down)
         print(report.table(), flush=True)
         try:
             report.check()

@@ -30,3 +30,16 @@ def test_kill_felix_typha_bird_confd_in_turn() -> None:
     report = kill_components.run()
     print("\n" + report.table())
     report.check()
+
+
+def test_kill_kube_apiserver_during_concurrent_adds() -> None:
+    from tests.support import kube_apiserver
+
+    if not kube_apiserver.available():
+        pytest.skip("kube-apiserver missing: run scripts/build-kube-apiserver")
+    from tests.chaos import kdd_kill
+
+    report = kdd_kill.run(adds=16, nodes=2, workers=6)
+    print("\n" + report.table())
+    report.check()
+    assert report.succeeded > 0
