@@ -7,6 +7,7 @@ and 503 otherwise; the body is a small table of the reporters.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,9 +79,19 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("health: " + fmt, *args)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        # A probe that hangs up early is routine: one debug line, no traceback.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            log.debug("health: client %s went away: %s", client_address[0], exc)
+            return
+        super().handle_error(request, client_address)
+
+
 def serve(aggregator: HealthAggregator, host: str, port: int) -> ThreadingHTTPServer:
     handler = type("HealthHandler", (_Handler,), {"aggregator": aggregator})
-    server = ThreadingHTTPServer((host or "0.0.0.0", port), handler)
+    server = _Server((host or "0.0.0.0", port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     log.info("health endpoints on %s:%d", host or "0.0.0.0", port)
