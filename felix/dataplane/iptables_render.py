@@ -23,11 +23,10 @@ from typing import Callable, Optional, Protocol, Sequence
 
 from felix.calc.policies import TierPolicies
 from felix.calc.rules import ParsedRule, PortRange
-from felix.dataplane.render import EGRESS, INGRESS, Marks, merge_ranges
+from felix.dataplane.render import EGRESS, INGRESS, Marks, merge_ranges, proto_name
 
 MAX_CHAIN = 28
 PREFIX = "cali-"
-PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 136: "udplite"}
 PORT_PROTOCOLS = {6, 17, 132, 136}
 MULTIPORT_MAX = 15
 
@@ -74,10 +73,6 @@ class SetNamer(Protocol):
     def nets_set(self, nets: tuple[str, ...], version: int) -> str: ...
 
 
-def _proto(number: int) -> str:
-    return PROTOCOL_NAMES.get(number, str(number))
-
-
 def _port(r: PortRange) -> str:
     return str(r[0]) if r[0] == r[1] else f"{r[0]}:{r[1]}"
 
@@ -115,9 +110,9 @@ def render_rule(rule: ParsedRule, version: int, marks: IptMarks, namer: SetNamer
     common: list[str] = []
     alternatives: list[list[str]] = []
     if rule.protocol is not None:
-        common.append(f"-p {_proto(rule.protocol)}")
+        common.append(f"-p {proto_name(rule.protocol)}")
     if rule.not_protocol is not None:
-        common.append(f"! -p {_proto(rule.not_protocol)}")
+        common.append(f"! -p {proto_name(rule.not_protocol)}")
     icmp_m = "-m icmp --icmp-type" if version == 4 else "-m icmp6 --icmpv6-type"
     icmp_not = "-m icmp ! --icmp-type" if version == 4 else "-m icmp6 ! --icmpv6-type"
     if rule.icmp_type is not None:

@@ -133,7 +133,8 @@ def _port(r: PortRange) -> str:
     return str(r[0]) if r[0] == r[1] else f"{r[0]}-{r[1]}"
 
 
-def _proto(number: int) -> str:
+def proto_name(number: int) -> str:
+    """Kernel spelling of an IP protocol number (nft and iptables agree)."""
     return PROTOCOL_NAMES.get(number, str(number))
 
 
@@ -177,9 +178,9 @@ def render_rule(rule: ParsedRule, marks: Marks, log_prefix: str = "calico-packet
         if v is not None and not _matches_addresses(rule):
             common.append(f"meta nfproto ipv{v}")
         if rule.protocol is not None:
-            common.append(f"meta l4proto {_proto(rule.protocol)}")
+            common.append(f"meta l4proto {proto_name(rule.protocol)}")
         if rule.not_protocol is not None:
-            common.append(f"meta l4proto != {_proto(rule.not_protocol)}")
+            common.append(f"meta l4proto != {proto_name(rule.not_protocol)}")
         kw = "icmp" if v == 4 else "icmpv6"
         if rule.icmp_type is not None:
             common.append(f"{kw} type {rule.icmp_type}")
