@@ -1,7 +1,7 @@
 """Pure allocation-block logic (upstream libcalico-go ``ipam_block.go``).
 
-Everything here works on an :class:`~datastore.models.ipam.AllocationBlock`
-in memory and never touches the datastore, so it is unit-testable. The
+Everything here works on an :class:`~ipam.values.AllocationBlock` (or the
+pydantic :class:`~datastore.models.ipam.AllocationBlock`, same fields) in memory and never touches the datastore, so it is unit-testable. The
 allocator reads a block, calls these functions, and writes it back with a
 compare-and-swap on the revision it read.
 
@@ -19,7 +19,7 @@ import ipaddress
 import random
 from typing import Iterable, Iterator, Union
 
-from datastore.models.ipam import AllocationAttribute, AllocationBlock
+from ipam.values import AllocationAttribute, AllocationBlock
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -70,7 +70,10 @@ def _find_or_add_attribute(block: AllocationBlock, handle_id: str | None, attrs:
     for index, existing in enumerate(block.attributes):
         if existing.handle_id == handle_id and (existing.secondary or {}) == attrs:
             return index
-    block.attributes.append(AllocationAttribute(handle_id=handle_id, secondary=dict(attrs) or None))
+    new_attribute = getattr(block, "new_attribute", None)
+    if new_attribute is None:  # the pydantic model (calicoctl, tests)
+        from datastore.models.ipam import AllocationAttribute as new_attribute
+    block.attributes.append(new_attribute(handle_id=handle_id, secondary=dict(attrs) or None))
     return len(block.attributes) - 1
 
 

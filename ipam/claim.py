@@ -14,7 +14,7 @@ import logging
 from datetime import datetime, timezone
 
 from datastore.errors import AlreadyExists, Conflict, NotFound
-from datastore.models.ipam import BlockAffinity
+from ipam.values import BlockAffinity
 
 from ipam import blocks as blk
 from ipam.retry import Deadline, attempts

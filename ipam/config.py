@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datastore.backend import Backend
 from datastore.errors import NotFound
 from datastore.keys import IPAMConfigKey, ResourceKey
-from datastore.models.ipam import DEFAULT_MAX_BLOCKS_PER_HOST, IPAMConfigValue
+from ipam.values import DEFAULT_MAX_BLOCKS_PER_HOST, IPAMConfigValue
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import logging
 from datastore.errors import AlreadyExists, Conflict, NotFound
 
 from ipam.retry import Deadline, attempts
-from datastore.models.ipam import IPAMHandle
+from ipam.values import IPAMHandle
 from ipam.store import Store, Versioned
 
 log = logging.getLogger(__name__)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from datastore.backend import Backend
 from datastore.errors import NotFound
 from datastore.keys import ListOptions, ResourceKey
-from datastore.models.ippool import DEFAULT_BLOCK_SIZE
-
 from ipam.errors import PoolError
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,13 @@ class Pool:
 
     @classmethod
     def from_resource(cls, value: dict[str, Any]) -> "Pool":
-        """From the stored IPPool dict, validated with the IPPool model."""
+        """From the stored IPPool dict, validated as the IPPool model does.
+        The plain form is checked here; anything else goes through the
+        pydantic model (which raises its ValidationError, a ValueError)."""
+        try:
+            return _plain_pool(value)
+        except _Unplain:
+            pass
         from datastore.models.ippool import IPPool
 
         pool = IPPool.model_validate(value)
@@ -69,6 +74,102 @@ class Pool:
             allowed_uses=tuple(spec.allowed_uses),
             assignment_mode=spec.assignment_mode,
         )
+
+
+# -- the plain IPPool form, without pydantic -----------------------------------
+# Same rules as datastore.models.ippool (tests/ipam/test_values.py compares
+# them); whatever is not plainly valid is left to the model.
+
+DEFAULT_BLOCK_SIZE = {4: 26, 6: 122}
+_BLOCK_SIZE_RANGE = {4: (20, 32), 6: (116, 128)}
+_LINK_LOCAL = {4: ipaddress.ip_network("169.254.0.0/16"), 6: ipaddress.ip_network("fe80::/10")}
+_ENCAP = ("Never", "Always", "CrossSubnet")
+_USES = ("Workload", "Tunnel", "LoadBalancer")
+_SPEC_KEYS = frozenset({"cidr", "vxlanMode", "ipipMode", "natOutgoing", "disabled", "disableBGPExport", "blockSize",
+                        "nodeSelector", "namespaceSelector", "allowedUses", "assignmentMode"})
+_PLAIN_META = frozenset({"name", "uid", "resourceVersion", "creationTimestamp"})
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class _Unplain(Exception):
+    pass
+
+
+def _plain_selector(v: Any) -> str:
+    if type(v) is not str:
+        raise _Unplain
+    if v != "all()":
+        from datastore.selector import SelectorError, validate_selector
+
+        try:
+            validate_selector(v)
+        except SelectorError:
+            raise _Unplain from None
+    return v
+
+
+def _plain_pool(value: Any) -> Pool:
+    if type(value) is not dict or not set(value) <= {"apiVersion", "kind", "metadata", "spec", "status"}:
+        raise _Unplain
+    if value.get("apiVersion") != "projectcalico.org/v3" or value.get("kind") != "IPPool":
+        raise _Unplain
+    meta, spec, status = value.get("metadata"), value.get("spec"), value.get("status")
+    if type(meta) is not dict or not set(meta) <= _PLAIN_META or type(spec) is not dict or not set(spec) <= _SPEC_KEYS:
+        raise _Unplain
+    if status is not None and type(status) is not dict:
+        raise _Unplain
+    name = meta.get("name")
+    if type(name) is not str or len(name) > 253 or not _NAME_RE.match(name):
+        raise _Unplain
+    if not all(type(meta.get(k, "")) is str for k in ("uid", "resourceVersion", "creationTimestamp")):
+        raise _Unplain
+    cidr = spec.get("cidr")
+    if type(cidr) is not str or "/" not in cidr:
+        raise _Unplain
+    try:
+        net = ipaddress.ip_network(cidr, strict=True)
+    except ValueError:
+        raise _Unplain from None
+    if net.network_address != ipaddress.ip_address(cidr.split("/", 1)[0]) or net.overlaps(_LINK_LOCAL[net.version]):
+        raise _Unplain
+    vxlan, ipip = spec.get("vxlanMode", "Never"), spec.get("ipipMode", "Never")
+    if vxlan not in _ENCAP or ipip not in _ENCAP or type(vxlan) is not str or type(ipip) is not str:
+        raise _Unplain
+    if ipip != "Never" and (net.version == 6 or vxlan != "Never"):
+        raise _Unplain
+    for flag in ("natOutgoing", "disabled", "disableBGPExport"):
+        if spec.get(flag) is not None and type(spec[flag]) is not bool:
+            raise _Unplain
+    disabled = bool(spec.get("disabled"))
+    block_size = spec.get("blockSize")
+    if block_size is not None and type(block_size) is not int:
+        raise _Unplain
+    if not block_size:
+        block_size = DEFAULT_BLOCK_SIZE[net.version]
+    else:
+        lo, hi = _BLOCK_SIZE_RANGE[net.version]
+        if not lo <= block_size <= hi or (not disabled and net.prefixlen > block_size):
+            raise _Unplain
+    node_selector = _plain_selector(spec["nodeSelector"]) if "nodeSelector" in spec else "all()"
+    ns_selector = spec.get("namespaceSelector")
+    if ns_selector is not None:
+        _plain_selector(ns_selector)
+    uses = spec.get("allowedUses", [])
+    if type(uses) is not list or not all(type(u) is str and u in _USES for u in uses) or len(set(uses)) != len(uses):
+        raise _Unplain
+    mode = spec.get("assignmentMode", "Automatic")
+    if mode not in ("Automatic", "Manual") or type(mode) is not str:
+        raise _Unplain
+    return Pool(
+        name=name,
+        cidr=str(net),
+        block_size=block_size,
+        disabled=disabled,
+        node_selector=node_selector or "all()",
+        namespace_selector=ns_selector,
+        allowed_uses=tuple(uses) or ("Workload", "Tunnel"),
+        assignment_mode=mode,
+    )
 
 
 def load_pools(backend: Backend) -> list[Pool]:

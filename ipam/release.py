@@ -21,7 +21,7 @@ from ipam.store import Store, Versioned
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from datastore.models.ipam import IPAMHandle
+    from ipam.values import IPAMHandle
 
 log = logging.getLogger(__name__)
 

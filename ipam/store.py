@@ -1,8 +1,9 @@
 """Typed reads and writes of the IPAM objects over a :class:`Backend`.
 
-Values in the backend are plain dicts; here they become the pydantic models
-of :mod:`datastore.models.ipam` (validated on read) and go back as upstream's
-JSON. Every write that replaces an object is a compare-and-swap on the
+Values in the backend are plain dicts; here they become the light values of
+:mod:`ipam.values` (validated on read as the pydantic models of
+:mod:`datastore.models.ipam` would, without importing pydantic for plain
+documents) and go back as upstream's JSON. Every write that replaces an object is a compare-and-swap on the
 revision it was read at; block writes bump the block's sequence number.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Generic, TypeVar
 from datastore.backend import Backend
 from datastore.errors import NotFound
 from datastore.keys import BlockAffinityKey, BlockKey, HandleKey, ListOptions
-from datastore.models.ipam import AllocationBlock, BlockAffinity, IPAMHandle
+from ipam.values import AllocationBlock, BlockAffinity, IPAMHandle
 
 from ipam import blocks as blk
 
