@@ -35,10 +35,10 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
-from cni import hosting
+from cni import hosting, skel
 from cni.errors import INTERNAL_ERROR, INVALID_ENVIRONMENT, CNIError
 from cni.shim import DEFAULT_SOCKET, MAGIC, recv_frame, send_frame
-from cni.skel import CmdArgs, error_version, read_args, version_result
+from cni.skel import CmdArgs, read_args
 
 log = logging.getLogger("calico-cni-service")
 
@@ -309,33 +309,19 @@ def _handlers(plugin: str) -> Mapping[str, Callable[[CmdArgs], Any]]:
 
 
 def dispatch(plugin: str, environ: Mapping[str, str], stdin: bytes) -> tuple[int, str]:
-    """One CNI invocation, as :func:`cni.skel.run` does it, returning
-    (exit status, stdout) instead of writing them."""
-    about = ABOUT.get(plugin, plugin)
+    """One CNI invocation, as :func:`cni.skel.run` does it (the same
+    :func:`cni.skel.dispatch`), with this request's environment and batched
+    first read in scope."""
     hosting.set_request_environ(environ)
     try:
-        if environ.get("CNI_COMMAND") == "VERSION":
-            return 0, _dump(version_result(stdin))
-        args = read_args(environ, stdin)
-        handler = _handlers(plugin).get(args.command)
-        if handler is None:
-            raise CNIError(INVALID_ENVIRONMENT, f"{about} does not implement {args.command}")
-        with request_scope(stdin, args):
-            result = handler(args)
-        return 0, (_dump(result) if result is not None else "")
-    except CNIError as err:
-        logging.getLogger("cni").error("code %d: %s", err.code, err)
-        return 1, _dump(err.to_json(error_version(stdin)))
-    except Exception as exc:  # noqa: BLE001 - the spec wants JSON, never a traceback
-        log.exception("unexpected error in %s", plugin)
-        err = CNIError(INTERNAL_ERROR, f"internal error in {about}: {type(exc).__name__}", str(exc))
-        return 1, _dump(err.to_json(error_version(stdin)))
+        return skel.dispatch(_handlers(plugin), ABOUT.get(plugin, plugin), environ, stdin, _in_request_scope)
     finally:
         hosting.set_request_environ(None)
 
 
-def _dump(obj: dict[str, Any]) -> str:
-    return json.dumps(obj) + "\n"
+def _in_request_scope(handler: Callable[[CmdArgs], Any], args: CmdArgs) -> Any:
+    with request_scope(args.stdin, args):
+        return handler(args)
 
 
 def warm_up() -> None:

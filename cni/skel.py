@@ -206,12 +206,6 @@ def upgrade_result(prev: dict[str, Any]) -> dict[str, Any]:
 # -- output ---------------------------------------------------------------------
 
 
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj))
-    sys.stdout.write("\n")
-    sys.stdout.flush()
-
-
 def error_version(stdin: bytes) -> str:
     try:
         conf = json.loads(stdin)
@@ -224,42 +218,59 @@ def error_version(stdin: bytes) -> str:
 
 
 Handler = Callable[[CmdArgs], "dict[str, Any] | None"]
+Invoke = Callable[[Handler, CmdArgs], "dict[str, Any] | None"]
 
 
-def run(handlers: Mapping[str, Handler], about: str, environ: Mapping[str, str] | None = None) -> int:
-    """Dispatch one CNI invocation; return the process exit status.
+def _call(handler: Handler, args: CmdArgs) -> dict[str, Any] | None:
+    return handler(args)
 
-    Exactly one JSON document (result or error) is written to stdout, except
-    for DEL/GC success, which print nothing.
+
+def dispatch(
+    handlers: Mapping[str, Handler],
+    about: str,
+    environ: Mapping[str, str],
+    stdin: bytes,
+    invoke: Invoke = _call,
+) -> tuple[int, str]:
+    """One CNI invocation: (exit status, stdout text).
+
+    The text is exactly one JSON document (result or error) and a newline,
+    except for DEL/GC success, which print nothing. ``invoke`` calls the
+    handler (a host can wrap the call, e.g. in per-request state). Shared by
+    :func:`run` (the executables) and :mod:`cni.service` (the warm service).
     """
-    environ = os.environ if environ is None else environ
-    stdin = b""
     try:
         if environ.get("CNI_COMMAND") == "VERSION":
-            stdin = _read_stdin()
-            emit(version_result(stdin))
-            return 0
-        stdin = _read_stdin()
+            return 0, _dump(version_result(stdin))
         args = read_args(environ, stdin)
         handler = handlers.get(args.command)
         if handler is None:
             raise CNIError(INVALID_ENVIRONMENT, f"{about} does not implement {args.command}")
-        result = handler(args)
-        if result is not None:
-            emit(result)
-        return 0
+        result = invoke(handler, args)
+        return 0, (_dump(result) if result is not None else "")
     except CNIError as err:
         _log_error(err)
-        emit(err.to_json(error_version(stdin)))
-        return 1
+        return 1, _dump(err.to_json(error_version(stdin)))
     except Exception as exc:  # noqa: BLE001 - the spec wants JSON, never a traceback
         import logging
-        import traceback
 
-        logging.getLogger("cni").error("unexpected error: %s", traceback.format_exc())
+        logging.getLogger("cni").exception("unexpected error in %s", about)
         err = CNIError(INTERNAL_ERROR, f"internal error in {about}: {type(exc).__name__}", str(exc))
-        emit(err.to_json(error_version(stdin)))
-        return 1
+        return 1, _dump(err.to_json(error_version(stdin)))
+
+
+def _dump(obj: dict[str, Any]) -> str:
+    return json.dumps(obj) + "\n"
+
+
+def run(handlers: Mapping[str, Handler], about: str, environ: Mapping[str, str] | None = None) -> int:
+    """Dispatch one CNI invocation from this process's environment and
+    stdin to stdout; return the process exit status."""
+    status, out = dispatch(handlers, about, os.environ if environ is None else environ, _read_stdin())
+    if out:
+        sys.stdout.write(out)
+        sys.stdout.flush()
+    return status
 
 
 def _read_stdin() -> bytes:
