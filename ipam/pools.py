@@ -59,7 +59,8 @@ class Pool:
         try:
             return _plain_pool(value)
         except _Unplain:
-            pass
+            log.debug("IPPool %s not in the plain form: validating it with the pydantic model",
+                      (value.get("metadata") or {}).get("name") if isinstance(value, dict) else value)
         from datastore.models.ippool import IPPool
 
         pool = IPPool.model_validate(value)

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import time
 from typing import Any, Optional, Union
 
 DEFAULT_MAX_BLOCKS_PER_HOST = 20  # what maxBlocksPerHost 0 means to the allocator
+
+log = logging.getLogger(__name__)
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -83,8 +86,9 @@ class _Value:
                 return cls._plain(d)
             except _Unplain:
                 pass
+        log.debug("%s not in the plain form: validating it with the pydantic model", cls.MODEL)
         # Through the reference model: raises its ValidationError, or normalises.
-        return cls._plain(_model(cls.MODEL).from_dict(d).to_dict())
+        return cls._from_model(_model(cls.MODEL).from_dict(d))
 
     @classmethod
     def from_json(cls, raw: Union[str, bytes]) -> Any:
@@ -94,8 +98,14 @@ class _Value:
                 return cls._plain(d)
         except (ValueError, _Unplain):
             pass
+        log.debug("%s not in the plain form: validating it with the pydantic model", cls.MODEL)
         # The model reports JSON errors and decides on unusual documents.
-        return cls._plain(_model(cls.MODEL).from_json(raw).to_dict())
+        return cls._from_model(_model(cls.MODEL).from_json(raw))
+
+    @classmethod
+    def _from_model(cls, ref: Any) -> Any:
+        """From the model's normalised dump."""
+        return cls._plain(ref.to_dict())
 
     def to_dict(self) -> dict[str, Any]:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -361,7 +371,9 @@ class IPAMHandle(_Value):
 
     @classmethod
     def _plain(cls, d: dict[str, Any]) -> "IPAMHandle":
-        if "handleID" in d or "handle_id" in d:
+        # The Kubernetes datastore's IPAMHandle spec carries handleID: read, never written.
+        handle_id = _str_or_none(d.get("handleID"))
+        if "handle_id" in d:
             raise _Unplain
         block = d.get("block")
         if block is None:
@@ -371,7 +383,13 @@ class IPAMHandle(_Value):
         deleted = d.get("deleted", False)
         if type(deleted) is not bool:
             raise _Unplain
-        return cls(None, dict(block), deleted, _extras(d, frozenset({"block", "deleted"})))
+        return cls(handle_id, dict(block), deleted, _extras(d, frozenset({"block", "deleted", "handleID"})))
+
+    @classmethod
+    def _from_model(cls, ref: Any) -> "IPAMHandle":
+        handle = cls._plain(ref.to_dict())
+        handle.handle_id = ref.handle_id  # not in the dump
+        return handle
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"block": dict(self.block), "deleted": self.deleted}
