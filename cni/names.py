@@ -1,7 +1,10 @@
 """Workload identity and the names upstream Calico derives from it."""
 from __future__ import annotations
 
-import hashlib
+try:  # the builtin digest: hashlib would load OpenSSL's libcrypto (~4 ms per exec)
+    from _sha1 import sha1
+except ImportError:  # pragma: no cover - builds without the builtin module
+    from hashlib import sha1
 from dataclasses import dataclass
 
 HOST_IFACE_PREFIX = "cali"
@@ -50,7 +53,7 @@ class Workload:
             seed = self.container_id
         if self.ifname != "eth0":
             seed += f".{self.ifname}"
-        return HOST_IFACE_PREFIX + hashlib.sha1(seed.encode()).hexdigest()[:11]
+        return HOST_IFACE_PREFIX + sha1(seed.encode()).hexdigest()[:11]
 
     @property
     def handle_id_suffix(self) -> str:

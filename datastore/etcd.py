@@ -8,10 +8,9 @@ guarded deletes are single etcd transactions.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import logging
-import ssl
+import sys
 import threading
 import time
 import uuid
@@ -85,7 +84,7 @@ class EtcdBackend:
                 log.debug("https endpoints without a CA file: using system CAs")
             try:
                 context = tls_context(ca_cert_file, cert_file, key_file)
-            except (OSError, ssl.SSLError) as exc:
+            except OSError as exc:  # ssl.SSLError included
                 raise ValueError(f"cannot load the etcd TLS files (ca {ca_cert_file}, cert {cert_file}, "
                                  f"key {key_file}): {exc}") from None
         self._clients = [GatewayEndpoint(e, timeout=timeout, context=context) for e in endpoints]
@@ -102,20 +101,19 @@ class EtcdBackend:
                 client = self._clients[self._current]
             try:
                 return client.post(path, body)
-            except ssl.SSLError as exc:
-                # e.g. etcd closing the connection after the handshake: it did not
-                # accept our client certificate (or we do not trust its).
-                last = ConnectionError(
-                    f"TLS error talking to {client.endpoint}: {exc} (check etcd_ca_cert_file, etcd_cert_file "
-                    f"and etcd_key_file, and that etcd trusts this client certificate)")
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+            except OSError as exc:
                 last = exc
-                if client.scheme == "https":  # TLS 1.3: a refused client certificate looks like this
+                if _is_tls_error(exc):
+                    # e.g. etcd closing the connection after the handshake: it did not
+                    # accept our client certificate (or we do not trust its).
+                    last = ConnectionError(
+                        f"TLS error talking to {client.endpoint}: {exc} (check etcd_ca_cert_file, "
+                        f"etcd_cert_file and etcd_key_file, and that etcd trusts this client certificate)")
+                elif isinstance(exc, (ConnectionResetError, BrokenPipeError)) and client.scheme == "https":
+                    # TLS 1.3: a refused client certificate looks like this
                     last = ConnectionError(
                         f"TLS connection to {client.endpoint} closed by the server without an answer ({exc}): "
                         f"etcd may not accept this client certificate (check etcd_cert_file and etcd_key_file)")
-            except (OSError, http.client.HTTPException) as exc:
-                last = exc
             except GatewayError as exc:
                 # The gateway answered with an error (e.g. etcd has no leader yet).
                 if "compacted" in exc.message:
@@ -393,7 +391,7 @@ class _Stream:
     IDLE_TIMEOUT = 60.0  # no bytes for this long: reconnect (progress_notify keeps it alive)
 
     def __init__(self, endpoint: GatewayEndpoint, body: dict[str, Any]) -> None:
-        self._conn = endpoint.connect()
+        self._conn = endpoint.stream_connection()
         self._conn.request(
             "POST", "/v3/watch", body=json.dumps(body), headers={"Content-Type": "application/json"}
         )
@@ -421,6 +419,12 @@ class _Stream:
         except OSError:
             pass
         self._conn.close()
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    """An ``ssl.SSLError`` (if :mod:`ssl` was never imported, it cannot be one)."""
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(exc, ssl.SSLError)
 
 
 def _short(exc: BaseException | None) -> BaseException | None:
