@@ -1,7 +1,8 @@
 """Calico IPAM: block allocation with host affinity over the datastore.
 
-Modules: ``blocks`` (pure block logic), ``store`` (typed CAS access to blocks,
-affinities, handles), ``handles`` (reference counts), ``claim`` (block
+Modules: ``values`` (the stored IPAM objects as light classes: the pydantic
+models' JSON without importing pydantic), ``blocks`` (pure block logic),
+``store`` (typed CAS access to blocks, affinities, handles), ``handles`` (reference counts), ``claim`` (block
 affinity protocol), ``pools`` (pool selection), ``config`` (IPAM settings),
 ``allocator`` (auto-assign / specific IP), ``release``, ``checker``
 (consistency report), ``gc`` (CNI GC), ``lock`` (host lock), ``retry``,
