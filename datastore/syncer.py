@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from datastore.backend import Backend, EventType
 from datastore.errors import DatastoreError, Unavailable
-from datastore.keys import Key, ListOptions
+from datastore.keys import Key, ListOptions, ResourceKey
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Syncer:
         self.revision = "0"
         self.resyncs = 0
         self._resumed = False
+        self._listed: list[tuple[ListOptions, int]] = []  # lists later than the earliest
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -106,12 +107,18 @@ class Syncer:
 
     def _relist(self) -> None:
         fresh: dict[Key, tuple[str, dict[str, Any]]] = {}
-        revision = "0"
+        listed: list[tuple[ListOptions, int]] = []
         for opts in self._options:
             result = self._backend.list(opts)
-            revision = max(revision, result.revision, key=int)
+            listed.append((opts, int(result.revision)))
             for kv in result.items:
                 fresh[kv.key] = (kv.revision, kv.value)
+        # The lists run one after another: a change to a kind listed early that lands
+        # before a later list is in no list. So the watch starts after the earliest
+        # list, and skips the events a later list already covered (see _covered).
+        revision = str(max((r for _, r in listed), default=0))
+        earliest = min((r for _, r in listed), default=0)
+        self._listed = [(opts, r) for opts, r in listed if r > earliest]
         updates = [
             Update(key, value, rev)
             for key, (rev, value) in fresh.items()
@@ -119,7 +126,7 @@ class Syncer:
         ]
         updates += [Update(key, None, revision) for key in self.cache if key not in fresh]
         self.cache = fresh
-        self.revision = revision
+        self.revision = str(earliest)
         self.resyncs += 1
         if updates or self.resyncs == 1:
             self._on_updates(updates)
@@ -140,6 +147,9 @@ class Syncer:
                     log.info("watch history compacted at %s: re-listing", event.revision)
                     return True
                 assert event.key is not None
+                if self._covered(event.key, event.revision):
+                    self.revision = event.revision
+                    continue
                 if event.type == EventType.DELETE:
                     self.cache.pop(event.key, None)
                     update = Update(event.key, None, event.revision)
@@ -153,3 +163,17 @@ class Syncer:
             watch.close()
             self._watch = None
         return False
+
+    def _covered(self, key: Key, revision: str) -> bool:
+        """Whether a list taken at or after ``revision`` already gave ``key``'s state."""
+        rev = int(revision)
+        return any(r >= rev and _lists(opts, key) for opts, r in self._listed)
+
+
+def _lists(options: ListOptions, key: Key) -> bool:
+    """Whether ``options`` lists ``key`` (the key range, name prefix and node filter)."""
+    if not key.path.startswith(options.prefix):
+        return False
+    if isinstance(key, ResourceKey):
+        return key.name.startswith(options.name_prefix) and options.accepts_node(key)
+    return True
