@@ -171,7 +171,9 @@ def main() -> int:
         from datastore.kubernetes import KubernetesBackend
         from tests.support.kube_apiserver import KubeApiServer
 
-        server = KubeApiServer().start()
+        # Audit in batch mode, as production clusters run it (the test default, blocking,
+        # makes every write wait for the audit file).
+        server = KubeApiServer(extra_args=["--audit-log-mode=batch"]).start()
         server.install_crds()
         make_backend = functools.partial(KubernetesBackend, kubeconfig=server.kubeconfig)
 
