@@ -10,6 +10,11 @@ These value models are not resources (no apiVersion/metadata).  They keep
 unknown fields (written by newer upstream versions) so a read-modify-write
 does not lose them.  Use :meth:`IPAMValue.to_dict` / :meth:`IPAMValue.to_json`
 to serialise them: unlike resources they keep upstream's explicit nulls.
+
+The CNI path (calico / calico-ipam) reads and writes these values with the
+pydantic-free twins in :mod:`ipam.values`, which hand anything unusual to the
+models here; a change to a model needs the same change there
+(tests/ipam/test_values.py compares the two).
 """
 from __future__ import annotations
 

@@ -5,6 +5,10 @@ Defaults applied on every load (upstream applies them on create and on read):
 ``nodeSelector`` ``all()``, ``allowedUses`` [Workload, Tunnel],
 ``assignmentMode`` Automatic.  The CIDR is written in canonical form and must
 be strictly masked, outside 169.254.0.0/16 and fe80::/10.
+
+IPAM on the CNI path checks the plain form of a pool without pydantic
+(``ipam.pools._plain_pool``) and hands anything else to this model; a rule
+changed here needs the same change there (tests/ipam/test_values.py).
 """
 from __future__ import annotations
 
