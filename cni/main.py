@@ -11,6 +11,9 @@ import sys
 
 
 def main() -> None:
+    from cni.version import exit_if_version
+
+    exit_if_version()  # runtimes probe plugins with VERSION: answer it before anything else loads
     from cni.shim import forward
 
     plugin = "calico-ipam" if os.path.basename(sys.argv[0]) == "calico-ipam" else "calico"

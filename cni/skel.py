@@ -20,8 +20,7 @@ from cni.errors import (
     CNIError,
 )
 
-SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
-LATEST_VERSION = "1.1.0"
+from cni.version import LATEST_VERSION, SUPPORTED_VERSIONS, version_result  # noqa: F401 - re-exported
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 # Commands that act on one container attachment and so need the container env.
 _NEEDS_CONTAINER = {"ADD": True, "DEL": True, "CHECK": True}
@@ -162,17 +161,6 @@ def check_version(version: str, command: str) -> None:
             INCOMPATIBLE_VERSION,
             f"config version {version} does not allow {command} (needs >= {minimum})",
         )
-
-
-def version_result(stdin: bytes) -> dict[str, Any]:
-    version = LATEST_VERSION
-    try:
-        conf = json.loads(stdin) if stdin.strip() else {}
-        if isinstance(conf, dict) and isinstance(conf.get("cniVersion"), str):
-            version = conf["cniVersion"]
-    except ValueError:
-        pass
-    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
 
 
 # -- results ------------------------------------------------------------------

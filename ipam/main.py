@@ -19,6 +19,9 @@ def _handler(command: str):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
+    from cni.version import exit_if_version
+
+    exit_if_version()
     from cni.shim import forward  # stdlib only: the node's CNI service, if up
 
     if sys.argv[1:] not in (["-v"], ["--version"]):
