@@ -163,16 +163,24 @@ class _ClosingTLSServer:
         self._thread.start()
 
     def _serve(self) -> None:
+        import threading
+
         while True:
             try:
                 raw, _ = self._sock.accept()
             except OSError:
                 return
-            try:
-                conn = self._ctx.wrap_socket(raw, server_side=True)
-                conn.close()  # no close_notify, no alert
-            except OSError:
-                raw.close()
+            # One thread per connection, with a handshake timeout: a stray client
+            # that connects and stays silent must not hold up the plugin's connections.
+            threading.Thread(target=self._drop_after_handshake, args=(raw,), daemon=True).start()
+
+    def _drop_after_handshake(self, raw: "Any") -> None:
+        raw.settimeout(5)
+        try:
+            conn = self._ctx.wrap_socket(raw, server_side=True)
+            conn.close()  # no close_notify, no alert
+        except OSError:
+            raw.close()
 
     def close(self) -> None:
         self._sock.close()
