@@ -62,6 +62,7 @@ def _changes(backend: Any, tag: str) -> tuple[dict[str, Key], Any]:
         "deleted": ResourceKey("IPPool", f"{tag}-deleted"),
         "set": ResourceKey("GlobalNetworkSet", f"{tag}-set"),
         "sentinel": ResourceKey("GlobalNetworkSet", f"{tag}-sentinel"),
+        "pool_sentinel": ResourceKey("IPPool", f"{tag}-sentinel"),
     }
     backend.create(keys["changed"], pool(keys["changed"].name, "10.71.0.0/16"))
     backend.create(keys["deleted"], pool(keys["deleted"].name, "10.72.0.0/16"))
@@ -77,8 +78,12 @@ def _changes(backend: Any, tag: str) -> tuple[dict[str, Key], Any]:
 
 
 def _run(backend: Any, keys: dict[str, Key], write_sentinel: Any) -> list[Update]:
-    """Sync until the sentinel (written once in sync, after the change) shows up;
-    every update about the test's keys, in order."""
+    """Sync until the sentinels (written once in sync, after the change) show up;
+    every update about the test's keys, in order.
+
+    One sentinel per kind: the Kubernetes datastore watches each kind on its own
+    stream, with no order across kinds, so only an IPPool written after the change
+    proves every earlier IPPool event has been delivered."""
     updates: "queue.Queue[Update]" = queue.Queue()
     in_sync = threading.Event()
 
@@ -93,8 +98,9 @@ def _run(backend: Any, keys: dict[str, Key], write_sentinel: Any) -> list[Update
     try:
         assert in_sync.wait(30), "syncer never in sync"
         write_sentinel()
+        backend.create(keys["pool_sentinel"], pool(keys["pool_sentinel"].name, "10.74.0.0/16"))
         deadline = time.monotonic() + 30
-        while not any(u.key == keys["sentinel"] for u in seen):
+        while not all(any(u.key == keys[s] for u in seen) for s in ("sentinel", "pool_sentinel")):
             assert time.monotonic() < deadline, [(u.key.name, u.value is not None, u.revision) for u in seen]
             try:
                 u = updates.get(timeout=0.2)
