@@ -13,6 +13,7 @@ Everything it creates it removes.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,13 @@ def step(text: str) -> None:
 
 def main() -> int:
     tmp = tempfile.mkdtemp(prefix="pycalico-demo-")
+    try:
+        return demo(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def demo(tmp: str) -> int:
     cni_path = make_cni_path(os.path.join(tmp, "bin"))
     with EtcdServer() as etcd:
         backend = EtcdBackend(etcd.endpoint)
