@@ -81,7 +81,9 @@ def build_hash(mode: str) -> str:
         digest.update(os.path.relpath(path, REPO).encode() + b"\0")
         with open(path, "rb") as f:
             digest.update(hashlib.sha256(f.read()).digest())
-    dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+    # A set: with the checkout on sys.path (pytest puts it there) the editable
+    # install's pycalico.egg-info is found a second time, which must not change the hash.
+    dists = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()})
     digest.update("\n".join(dists).encode())
     return digest.hexdigest()[:16]
 
