@@ -10,11 +10,10 @@ from typing import Any, Callable, Mapping
 
 # Set by the service: build (or reuse) a warm backend for a DatastoreConfig.
 backend_factory: Callable[[Any], Any] | None = None
-# Set by the service: run calico-ipam in-process, (args, command, stdin) -> result.
-inprocess_ipam: Callable[[Any, str, bytes | None], "dict[str, Any] | None"] | None = None
 # Set by the service: wrap the host IPAM file lock, (lock file path, HostLock) -> context manager.
 ipam_lock: Callable[[Any, Any], Any] | None = None
-# True inside the service: logging must not reconfigure the process.
+# True inside the service: logging must not reconfigure the process, and calico-ipam
+# always runs in-process.
 in_service = False
 
 _request = threading.local()

@@ -45,11 +45,9 @@ def exec_ipam(args: CmdArgs, ipam_type: str, command: str, stdin: bytes | None =
     which an in-process calico-ipam borrows instead of opening its own."""
     plugin = find_plugin(ipam_type, args.path)
     if ipam_type == "calico-ipam":
-        if hosting.inprocess_ipam is not None:
-            # Inside the node's CNI service: same handlers, no exec.
-            return hosting.inprocess_ipam(args, command, stdin)
         environ = hosting.request_environ() or os.environ
-        if environ.get(EXEC_ENV, "") not in ("1", "true"):
+        if hosting.in_service or environ.get(EXEC_ENV, "") not in ("1", "true"):
+            # Same handlers, no exec (the service always runs it in-process).
             return run_calico_ipam(args, command, stdin, backend)
     import subprocess
 

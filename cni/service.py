@@ -36,9 +36,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
 from cni import hosting, skel
-from cni.errors import INTERNAL_ERROR, INVALID_ENVIRONMENT, CNIError
 from cni.shim import DEFAULT_SOCKET, MAGIC, recv_frame, send_frame
-from cni.skel import CmdArgs, read_args
+from cni.skel import CmdArgs
 
 log = logging.getLogger("calico-cni-service")
 
@@ -266,38 +265,6 @@ def ipam_lock(path: str | None, file_lock: Any) -> Iterator[Any]:
             lock.release()
 
 
-def ipam_inprocess(args: CmdArgs, command: str, stdin: bytes | None) -> dict[str, Any] | None:
-    """What exec'ing calico-ipam would do (same env rewrite, same parsing,
-    same errors), as a call."""
-    from ipam.plugin import HANDLERS
-
-    env = {
-        "CNI_COMMAND": command,
-        "CNI_CONTAINERID": args.container_id,
-        "CNI_NETNS": args.netns,
-        "CNI_IFNAME": args.ifname,
-        "CNI_PATH": ":".join(args.path),
-        "CNI_ARGS": ("IgnoreUnknown=1;" + args.args) if args.args else "IgnoreUnknown=1",
-    }
-    data = args.stdin if stdin is None else stdin
-    try:
-        ipam_args = read_args(env, data)
-        handler = HANDLERS.get(ipam_args.command)
-        if handler is None:
-            raise CNIError(INVALID_ENVIRONMENT, f"{ABOUT['calico-ipam']} does not implement {command}")
-        result = handler(ipam_args)
-    except CNIError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - as the executable would report it
-        log.exception("calico-ipam %s failed", command)
-        raise CNIError(INTERNAL_ERROR, f"internal error in {ABOUT['calico-ipam']}: {type(exc).__name__}",
-                       str(exc)) from None
-    if result is None:
-        return None
-    out = json.loads(json.dumps(result))
-    return out if isinstance(out, dict) else None
-
-
 def _handlers(plugin: str) -> Mapping[str, Callable[[CmdArgs], Any]]:
     if plugin == "calico-ipam":
         from ipam.plugin import HANDLERS as IPAM_HANDLERS
@@ -342,7 +309,6 @@ def warm_up() -> None:
 
 def install_hooks(cache: BackendCache) -> None:
     hosting.backend_factory = cache.get
-    hosting.inprocess_ipam = ipam_inprocess
     hosting.ipam_lock = ipam_lock
     hosting.in_service = True
 
