@@ -67,6 +67,30 @@ def run_suite(cmd: list[str], report: Path, env: dict[str, str] | None = None, t
     return SuiteRun(proc.returncode, proc.stdout, proc.stderr, data)
 
 
+def run_calico_suite(go_peers: GoPeers, cni_path: str, etcd_endpoint: str, etcd_backend: Any, unique: str,
+                     tmp_path: Path, netns_prefix: str, env: dict[str, str]) -> SuiteRun:
+    """The whole suite (exec and cnitool drivers) against calico + calico-ipam
+    on ``etcd_endpoint``, from a conflist written in ``tmp_path``."""
+    from tests.support.pools import create_pool
+
+    create_pool(etcd_backend, "cnf-pool", "10.124.0.0/16")
+    plugin = {
+        "type": "calico",
+        "etcd_endpoints": etcd_endpoint,
+        "nodename": f"cnf-node-{unique}",
+        "log_file_path": str(tmp_path / "cni.log"),
+        "ipam_lock_file": str(tmp_path / "ipam.lock"),
+        "ipam": {"type": "calico-ipam"},
+    }
+    conf = {"cniVersion": "1.0.0", "name": f"cnf-calico-{unique}", "plugins": [plugin]}
+    conf_path = tmp_path / "calico.conflist"
+    conf_path.write_text(json.dumps(conf))
+    report = tmp_path / "report.json"
+    cmd = suite_command(conf_path, [Path(cni_path)], report, "--cnitool", str(go_peers.cnitool),
+                        "--netns-prefix", f"{netns_prefix}{unique[:6]}")
+    return run_suite(cmd, report, env=env, timeout=600)
+
+
 @pytest.fixture
 def host_netns(unique: str) -> Iterator[str]:
     """A throwaway namespace standing in for the host: plugins that touch the host side
