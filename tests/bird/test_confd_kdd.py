@@ -10,7 +10,6 @@ The API server listens on the host's loopback (its certificate names
 node's processes use an unmodified kubeconfig."""
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import socket
@@ -20,43 +19,12 @@ from typing import Any, Iterator
 import pytest
 
 from tests.kubernetes.fixtures import unique_name
-from tests.support.nodes import CLONE_NEWNET, Cluster, Forwarder, SimNode, wait_for
+from tests.support.nodes import Cluster, Forwarder, SimNode, listen_in_netns, wait_for
 
 pytestmark = [pytest.mark.etcd, pytest.mark.netns]
 
 POOL = "10.66.0.0/16"
 CONFD_SA = ("kube-system", "calico-confd")
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def listen_in_netns(netns_path: str, address: tuple[str, int]) -> socket.socket:
-    """A listening TCP socket created inside another netns (by a thread that
-    switches its own netns; the socket stays bound to that netns)."""
-    result: dict[str, Any] = {}
-
-    def worker() -> None:
-        fd = os.open(netns_path, os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns({netns_path}): {os.strerror(err)}")
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-            sock.listen(64)
-            result["sock"] = sock
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            result["error"] = exc
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["sock"]  # type: ignore[no-any-return]
-
 
 class IntoHost(Forwarder):
     """``127.0.0.1:<port>`` inside a node netns -> ``127.0.0.1:<port>`` in this

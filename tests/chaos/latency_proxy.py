@@ -10,40 +10,14 @@ data flows, as TCP would retransmit it.
 """
 from __future__ import annotations
 
-import ctypes
-import os
 import queue
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
-from tests.support.nodes import connect_in_netns
+from tests.support.nodes import connect_in_netns, listen_in_netns
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
-def listen_in_netns(netns_path: str, address: tuple[str, int]) -> socket.socket:
-    result: dict[str, Any] = {}
-
-    def worker() -> None:
-        fd = os.open(netns_path, os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns({netns_path})")
-            result["sock"] = socket.create_server(address)
-        except BaseException as exc:  # noqa: BLE001
-            result["error"] = exc
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=worker, daemon=True)
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result["sock"]  # type: ignore[no-any-return]
 
 
 class LatencyProxy:

@@ -110,9 +110,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1
 # -- a TCP forwarder into a netns ---------------------------------------------------
 
 
-def connect_in_netns(netns_path: str, address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
-    """A TCP connection opened from inside another netns (by a thread that
-    switches its own netns; the socket stays bound to that netns)."""
+def in_netns(netns_path: str, make: Callable[[], Any]) -> Any:
+    """Call ``make`` in a thread that switched its own netns to ``netns_path``:
+    sockets it creates stay bound to that netns."""
     result: dict[str, Any] = {}
 
     def worker() -> None:
@@ -121,7 +121,7 @@ def connect_in_netns(netns_path: str, address: tuple[str, int], timeout: float =
             if _libc.setns(fd, CLONE_NEWNET) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, f"setns({netns_path}): {os.strerror(err)}")
-            result["sock"] = socket.create_connection(address, timeout)
+            result["value"] = make()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             result["error"] = exc
         finally:
@@ -132,9 +132,19 @@ def connect_in_netns(netns_path: str, address: tuple[str, int], timeout: float =
     thread.join()
     if "error" in result:
         raise result["error"]
-    sock: socket.socket = result["sock"]
+    return result["value"]
+
+
+def connect_in_netns(netns_path: str, address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
+    """A TCP connection opened from inside another netns."""
+    sock: socket.socket = in_netns(netns_path, lambda: socket.create_connection(address, timeout))
     sock.settimeout(None)
     return sock
+
+
+def listen_in_netns(netns_path: str, address: tuple[str, int]) -> socket.socket:
+    """A listening TCP socket (SO_REUSEADDR, backlog 64) inside another netns."""
+    return in_netns(netns_path, lambda: socket.create_server(address, backlog=64))  # type: ignore[no-any-return]
 
 
 class Forwarder:
